@@ -1,0 +1,28 @@
+# Two commands for a new user: `make dev` and `make test`. Both build .venv themselves.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: dev test install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Reinstall only when the project definition changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev,test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## Run Layer on the embedded default: broker + emulator + worker. Ctrl-C stops all three.
+dev: install
+	$(BIN)/layer dev
+
+## Run the whole test suite (tests start their own broker and emulator).
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .layer-data .pytest_cache
