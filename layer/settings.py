@@ -63,6 +63,13 @@ class Settings(BaseSettings):
         validation_alias=_env("LAYER_APP_ID"),
         description="Faust application id: the consumer group and the prefix of changelog topics.",
     )
+    topic_prefix: str = Field(
+        "layer",
+        pattern=r"^[A-Za-z0-9._-]{1,100}$",
+        validation_alias=_env("LAYER_TOPIC_PREFIX"),
+        description="Prefix of Layer's topics: `{prefix}.writes`, `.ticks`, `.stability`, "
+        "`.writes.dlq`.",
+    )
     topic_partitions: int = Field(
         8,
         ge=1,

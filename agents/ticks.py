@@ -1,0 +1,196 @@
+"""The watcher: a leader-only timer publishes poll ticks; the owner of each partition polls.
+
+Polling happens where the state lives: the tick for partition p reaches the worker that
+owns p, which polls that partition's *due* namespaces (tables.schedule) with bounded
+concurrency and a global request-rate cap. Each poll result goes through the same
+`apply_transition` as a write. Registrations (a namespace first seen on an HTTP read)
+arrive on the same topic, keyed by namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from faust.types import EventT
+from pydantic import ValidationError
+
+from agents.dead_letters import dead_letter
+from agents.transitions import apply_transition, due_schedule, policy, reload_schedule
+from layer.app import app, settings, topics
+from layer.clock import now_ms
+from layer.events import PollTick, Registration, parse_tick_message
+from layer.ratelimit import TokenBucket
+from layer.upstream import (
+    Upstream,
+    UpstreamBadResponse,
+    UpstreamError,
+    UpstreamStatusError,
+    parse_metadata,
+)
+from tables.faust_tables import freshness_table
+from tables.freshness import (
+    Freshness,
+    IndexObservation,
+    new_freshness,
+    on_poll,
+    on_poll_failure,
+)
+
+__all__ = ["Poller", "poll_due_namespaces", "poller", "publish_poll_ticks"]
+
+log = logging.getLogger(__name__)
+
+#: Polls started per tick per partition at most: a backlog drains over several ticks
+#: instead of flooding the concurrency slots in one go.
+MAX_POLLS_PER_TICK = 1000
+
+
+class Poller:
+    """Polls upstream metadata for due namespaces; one poll per namespace at a time."""
+
+    def __init__(self, upstream: Upstream, *, api_key: str, concurrency: int, max_rps: float):
+        self.upstream = upstream
+        self._api_key = api_key
+        self._slots = asyncio.Semaphore(concurrency)
+        self._rate = TokenBucket(max_rps)
+        self._in_flight: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.polls_started = 0
+
+    def start_due(self, partition: int) -> int:
+        """Start polls for the due namespaces of `partition`; return how many started."""
+        if not due_schedule.has_partition(partition):
+            reload_schedule()
+
+        def current_next_poll(namespace: str) -> int | None:
+            state = freshness_table.get(namespace)
+            return state.next_poll_ms if state is not None else None
+
+        due = due_schedule.pop_due(partition, now_ms(), current_next_poll, MAX_POLLS_PER_TICK)
+        started = 0
+        for namespace in due:
+            if namespace in self._in_flight:
+                continue
+            self._in_flight.add(namespace)
+            task = asyncio.create_task(self._poll(namespace, partition))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            started += 1
+        self.polls_started += started
+        return started
+
+    async def _poll(self, namespace: str, partition: int) -> None:
+        try:
+            async with self._slots:
+                await self._rate.acquire()
+                started_at = now_ms()
+                transition = await self._observe(namespace, started_at)
+            await apply_transition(namespace, partition, transition)
+        except Exception:  # a poll must never take the agent down with it
+            log.exception("poll of %s failed unexpectedly", namespace)
+        finally:
+            self._in_flight.discard(namespace)
+
+    async def _observe(self, namespace: str, started_at: int) -> Any:
+        """Call upstream once; return the transition its answer (or failure) means."""
+        try:
+            _, observation = await self.upstream.metadata(namespace, api_key=self._api_key)
+        except UpstreamStatusError as exc:
+            if exc.status_code == 429 and exc.retry_after_ms:
+                self._rate.pause(exc.retry_after_ms / 1000)
+            return _failure(namespace, str(exc), started_at, exc.retry_after_ms)
+        except UpstreamError as exc:
+            return _failure(namespace, str(exc), started_at, None)
+        return _success(namespace, observation, started_at)
+
+    async def drain(self) -> None:
+        """Wait for the polls in flight (used at shutdown and in tests)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _success(namespace: str, observation: IndexObservation, started_at: int) -> Any:
+    return lambda prev: on_poll(
+        prev, namespace, observation, started_at_ms=started_at, policy=policy
+    )
+
+
+def _failure(namespace: str, error: str, started_at: int, retry_after_ms: int | None) -> Any:
+    return lambda prev: on_poll_failure(
+        prev, namespace, error, started_at_ms=started_at, policy=policy, retry_after_ms=retry_after_ms
+    )
+
+
+def _registration(message: Registration) -> Any:
+    """Create the namespace's state if new; apply the read's upstream observation if any."""
+    namespace = message.namespace
+    observation: IndexObservation | None = None
+    if message.observation is not None:
+        try:
+            observation = parse_metadata(message.observation.model_dump())
+        except UpstreamBadResponse:
+            observation = None
+        started_at = message.observation.started_at_ms
+
+    def transition(prev: Freshness | None) -> Freshness:
+        state = prev if prev is not None else new_freshness(namespace)
+        if observation is None:
+            return state
+        return on_poll(state, namespace, observation, started_at_ms=started_at, policy=policy)
+
+    return transition
+
+
+poller = Poller(
+    Upstream(settings.upstream_url, timeout_ms=settings.upstream_timeout_ms),
+    api_key=(
+        settings.turbopuffer_api_key.get_secret_value() if settings.turbopuffer_api_key else ""
+    ),
+    concurrency=settings.poll_concurrency,
+    max_rps=settings.upstream_max_rps,
+)
+
+
+async def handle_tick_event(event: EventT) -> None:
+    """Apply one `ticks` message: a registration, or a tick for this event's partition."""
+    try:
+        message = parse_tick_message(event.message.value)
+    except ValidationError as exc:
+        await dead_letter(event, exc)
+        return
+    partition = event.message.partition
+    if isinstance(message, Registration):
+        await apply_transition(message.namespace, partition, _registration(message))
+    else:
+        poller.start_due(partition)
+
+
+@app.agent(topics.ticks, name="poll_due_namespaces")
+async def poll_due_namespaces(stream: AsyncIterator[bytes]) -> None:
+    """Poll the due namespaces of each ticked partition; register namespaces seen on reads."""
+    async for event in stream.events():  # type: ignore[attr-defined]
+        await handle_tick_event(event)
+
+
+@app.timer(interval=settings.tick_interval_ms / 1000, on_leader=True)
+async def publish_poll_ticks() -> None:
+    """One tick per partition: the owner of each partition polls what is due there."""
+    issued_at = now_ms()
+    for partition in range(settings.topic_partitions):
+        tick = PollTick(partition=partition, issued_at_ms=issued_at)
+        await topics.ticks.send(partition=partition, value=tick.model_dump_json().encode())
+
+
+@app.on_partitions_assigned.connect
+async def forget_due_schedule(sender: Any, *args: Any, **kwargs: Any) -> None:
+    """Ownership changed: the schedule is rebuilt from the table on the next tick."""
+    due_schedule.clear()
+
+
+@app.on_before_shutdown.connect
+async def close_upstream(sender: Any, *args: Any, **kwargs: Any) -> None:
+    await poller.drain()
+    await poller.upstream.aclose()

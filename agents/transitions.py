@@ -1,0 +1,89 @@
+"""Applying a transition: the one place a namespace's state is written, with its consequences.
+
+A transition is a pure function `Freshness | None -> Freshness` (tables.freshness). Applying
+it writes the table only when the state changed (the changelog replays every write, so
+no-op writes cost recovery time), reschedules the namespace's next poll, appends a
+snapshot when the watermark advanced over new content, and publishes exactly one
+stability change when `is_stable` flipped or `stable_as_of` advanced (invariant 4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiokafka.partitioner import murmur2
+
+from layer.app import settings, topics
+from layer.clock import now_ms
+from layer.events import StabilityChange
+from tables.faust_tables import freshness_table, snapshots_table
+from tables.freshness import Freshness, WatcherPolicy, stability_change
+from tables.schedule import DueSchedule
+from tables.snapshots import record_snapshot
+
+__all__ = ["apply_transition", "due_schedule", "partition_of", "policy", "reload_schedule"]
+
+Transition = Callable[[Freshness | None], Freshness]
+
+policy = WatcherPolicy(
+    fast_poll_interval_ms=settings.fast_poll_interval_ms,
+    slow_poll_interval_ms=settings.slow_poll_interval_ms,
+    max_backoff_ms=settings.max_backoff_ms,
+    safety_margin_ms=settings.safety_margin_ms,
+)
+
+#: Derived from the table, rebuilt after every rebalance (see tables.schedule).
+due_schedule = DueSchedule()
+
+
+def partition_of(namespace: str) -> int:
+    """The partition Kafka's default partitioner gives a namespace key (as producers do)."""
+    return (murmur2(namespace.encode()) & 0x7FFFFFFF) % settings.topic_partitions
+
+
+def reload_schedule() -> None:
+    """Rebuild the due schedule from the table (after recovery, for the partitions held)."""
+    by_partition: dict[int, list[tuple[int, str]]] = {
+        partition: [] for partition in range(settings.topic_partitions)
+    }
+    for namespace, state in freshness_table.items():
+        by_partition[partition_of(namespace)].append((state.next_poll_ms, namespace))
+    for partition, entries in by_partition.items():
+        due_schedule.load(partition, entries)
+
+
+def _stability_event(prev: Freshness | None, new: Freshness) -> StabilityChange | None:
+    kind = stability_change(prev, new)
+    if kind is None:
+        return None
+    return StabilityChange(
+        namespace=new.namespace,
+        change=kind,
+        is_stable=new.is_stable,
+        stable_as_of=new.stable_as_of,
+        previous_is_stable=prev.is_stable if prev is not None else False,
+        previous_stable_as_of=prev.stable_as_of if prev is not None else None,
+        index=new.index,
+        observed_at_ms=now_ms(),
+    )
+
+
+async def apply_transition(namespace: str, partition: int, transition: Transition) -> Freshness:
+    """Apply `transition` to `namespace` (which lives in `partition`); return the new state."""
+    prev: Freshness | None = freshness_table.get(namespace)
+    new = transition(prev)
+    if new == prev:
+        return new
+    freshness_table[namespace] = new
+    if prev is None or prev.next_poll_ms != new.next_poll_ms:
+        due_schedule.schedule(partition, namespace, new.next_poll_ms)
+    history = record_snapshot(
+        snapshots_table.get(namespace), prev, new, limit=settings.snapshot_history_limit
+    )
+    if history is not None:
+        snapshots_table[namespace] = history
+    if (event := _stability_event(prev, new)) is not None:
+        await topics.stability.send(
+            key=namespace.encode(), value=event.model_dump_json().encode()
+        )
+    return new

@@ -1,0 +1,84 @@
+"""The Faust application, built here only: settings mapped onto Faust, topics declared.
+
+Every other module imports `app` from here (`faust -A layer.app` finds it too). Faust
+reads some of its own environment variables (`BROKER_URL`, `WEB_PORT`, …) and on 0.15.3
+they would override the arguments below; `env={}` turns that off so `layer.settings` is
+the only source of configuration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from layer.settings import BrokerProfile, Settings, load_settings
+
+__all__ = ["Topics", "app", "faust_settings", "settings", "topics"]
+
+#: Embedded (Tansu) profile, NOTES-kafka.md §1: Tansu holds a JoinGroup for half the session
+#: timeout, so Faust's 60 s default means a ~31 s join; 2 s / 0.5 s gives a ~3 s start.
+EMBEDDED_SESSION_TIMEOUT_S = 2.0
+EMBEDDED_HEARTBEAT_INTERVAL_S = 0.5
+#: NOTES-kafka.md §2 (workaround A): Tansu answers ListOffsets(LATEST) with the newest batch's
+#: base offset + 1, so Faust's changelog recovery stops early and loses rows. One record per
+#: batch (a 1-byte batch limit) makes that answer right.
+EMBEDDED_PRODUCER_MAX_BATCH_BYTES = 1
+
+
+def faust_settings(settings: Settings) -> dict[str, Any]:
+    """Faust's keyword arguments for `settings` (the embedded profile adds Tansu's tuning)."""
+    conf: dict[str, Any] = {
+        "env": {},
+        "autodiscover": False,
+        "broker": settings.kafka_broker,
+        "store": settings.table_store,
+        "datadir": settings.data_dir,
+        "web_host": settings.host,
+        "web_port": settings.port,
+        "web_canonical_url": settings.web_url,
+        "web_enabled": True,
+        "topic_partitions": settings.topic_partitions,
+        "topic_replication_factor": settings.topic_replication,
+        # Tansu cannot do transactions, and the transitions are idempotent anyway.
+        "processing_guarantee": "at_least_once",
+        "table_standby_replicas": 0,
+        "logging_config": None,
+    }
+    if settings.broker_profile is BrokerProfile.EMBEDDED:
+        conf |= {
+            "broker_session_timeout": EMBEDDED_SESSION_TIMEOUT_S,
+            "broker_heartbeat_interval": EMBEDDED_HEARTBEAT_INTERVAL_S,
+            "producer_max_batch_size": EMBEDDED_PRODUCER_MAX_BATCH_BYTES,
+        }
+    return conf
+
+
+class Topics:
+    """Layer's topics, all created by the app with the configured partition count."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        prefix = settings.topic_prefix
+
+        def declare(suffix: str) -> faust.TopicT:
+            # Raw bytes both ways: keys are plain UTF-8 namespace names (see layer.events),
+            # values are validated by the agents so bad ones can be dead-lettered.
+            return app.topic(
+                f"{prefix}.{suffix}",
+                key_type=bytes,
+                value_type=bytes,
+                key_serializer="raw",
+                value_serializer="raw",
+                partitions=settings.topic_partitions,
+                internal=True,
+            )
+
+        self.writes = declare("writes")
+        self.ticks = declare("ticks")
+        self.stability = declare("stability")
+        self.dead_letters = declare("writes.dlq")
+
+
+settings: Settings = load_settings()
+app = faust.App(settings.app_id, **faust_settings(settings))
+topics = Topics(app, settings)

@@ -1,0 +1,146 @@
+"""The wire contracts: what producers send, what consumers read (docs/events.md).
+
+Every message is JSON with a `version` field. Every topic that feeds the freshness table
+(`writes`, `ticks`) is keyed by the namespace name as **plain UTF-8 bytes** and has the
+table's partition count, and producers must use Kafka's default (murmur2) partitioner:
+the table's changelog uses the same key bytes and partitioner, so one worker owns every
+event, the state and the HTTP reads of a namespace (NOTES-kafka.md §4).
+
+Agents receive raw bytes and validate them here, so a malformed message becomes a
+dead letter with pydantic's reason instead of an exception inside Faust's deserializer.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+__all__ = [
+    "NAMESPACE_PATTERN",
+    "DeadLetter",
+    "Namespace",
+    "PollTick",
+    "Registration",
+    "StabilityChange",
+    "TickMessage",
+    "WriteNotification",
+    "parse_tick_message",
+    "parse_write_notification",
+]
+
+#: turbopuffer's namespace names (its limits page): validated before any name reaches a URL.
+NAMESPACE_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
+Namespace = Annotated[str, Field(pattern=NAMESPACE_PATTERN)]
+EpochMs = Annotated[int, Field(ge=0)]
+
+
+class _Event(BaseModel):
+    """Base of every wire model: immutable; unknown fields ignored for forward compatibility."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class WriteNotification(_Event):
+    """`{prefix}.writes`: "namespace N was written at T". Key: the namespace (UTF-8).
+
+    `written_at_ms` must be taken *after* turbopuffer acknowledged the write: a time taken
+    before it could let a poll that ran before the commit mark the namespace stable.
+    """
+
+    version: Literal[1] = 1
+    namespace: Namespace
+    written_at_ms: EpochMs
+    rows: Annotated[int, Field(ge=0)] | None = None
+    bytes: Annotated[int, Field(ge=0)] | None = None
+    source: Annotated[str, Field(max_length=200)] | None = None
+    event_id: Annotated[str, Field(max_length=200)] | None = None
+
+
+class PollTick(_Event):
+    """`{prefix}.ticks`, kind `tick`: poll the due namespaces of `partition` (leader timer)."""
+
+    version: Literal[1] = 1
+    kind: Literal["tick"] = "tick"
+    partition: Annotated[int, Field(ge=0)]
+    issued_at_ms: EpochMs
+
+
+class ObservedIndex(_Event):
+    """An upstream metadata answer fetched by an HTTP read, applied like a poll result."""
+
+    started_at_ms: EpochMs
+    index: dict[str, Any]
+    approx_row_count: int | None = None
+    approx_logical_bytes: int | None = None
+    updated_at: str | None = None
+
+
+class Registration(_Event):
+    """`{prefix}.ticks`, kind `register`: a namespace first seen on an HTTP read.
+
+    Key: the namespace (UTF-8). Carries the read's upstream observation when it had one.
+    """
+
+    version: Literal[1] = 1
+    kind: Literal["register"] = "register"
+    namespace: Namespace
+    observed_at_ms: EpochMs
+    observation: ObservedIndex | None = None
+
+
+TickMessage = Annotated[PollTick | Registration, Field(discriminator="kind")]
+_tick_adapter: TypeAdapter[PollTick | Registration] = TypeAdapter(TickMessage)
+
+
+class StabilityChange(_Event):
+    """`{prefix}.stability`: `is_stable` flipped or `stable_as_of` advanced. Key: the namespace.
+
+    Delivery is at-least-once: dedupe by `(namespace, stable_as_of, is_stable)`.
+    """
+
+    version: Literal[1] = 1
+    namespace: Namespace
+    change: Literal["became_stable", "became_unstable", "advanced"]
+    is_stable: bool
+    stable_as_of: int | None
+    previous_is_stable: bool
+    previous_stable_as_of: int | None
+    index: dict[str, Any] | None
+    observed_at_ms: EpochMs
+
+
+class DeadLetter(_Event):
+    """`{prefix}.writes.dlq`: an input message that failed validation, and why."""
+
+    version: Literal[1] = 1
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    #: The original value: UTF-8 text, or base64 when it was not valid UTF-8.
+    value: str | None
+    value_encoding: Literal["utf-8", "base64"] = "utf-8"
+    dead_lettered_at_ms: EpochMs
+
+    @staticmethod
+    def text_or_base64(raw: bytes | None) -> tuple[str | None, Literal["utf-8", "base64"]]:
+        """Keep a payload readable when possible, lossless always."""
+        if raw is None:
+            return None, "utf-8"
+        try:
+            return raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            return base64.b64encode(raw).decode("ascii"), "base64"
+
+
+def parse_write_notification(raw: bytes | None) -> WriteNotification:
+    """Validate a `writes` message (raises pydantic.ValidationError with the reason)."""
+    return WriteNotification.model_validate_json(raw or b"")
+
+
+def parse_tick_message(raw: bytes | None) -> PollTick | Registration:
+    """Validate a `ticks` message (raises pydantic.ValidationError with the reason)."""
+    return _tick_adapter.validate_json(raw or b"")

@@ -1,0 +1,235 @@
+"""The freshness state of a namespace and the pure transitions that change it.
+
+Rules (DESIGN.md), one function each, the clock always a parameter:
+
+- `on_write`: `last_write_ms` only grows; a write after `stable_as_of` makes the namespace
+  `updating` and due at once (unless it is backing off after upstream errors).
+- `on_poll` with `up-to-date`, poll started at `t0`: `stable_as_of = max(stable_as_of,
+  t0 - safety_margin)`; status `stable`, unless a write newer than `t0` is known: then the
+  watermark may advance but the namespace stays `updating` and due.
+- `on_poll` with `updating`: status `updating`, watermark held.
+- `on_poll_failure`: status and watermark held, error recorded, exponential backoff.
+  No signal is never read as "caught up".
+
+Every transition is idempotent for a repeated input (delivery is at-least-once), and none
+moves `stable_as_of` backwards. `stability_change` says which event a transition publishes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+import faust
+
+__all__ = [
+    "ChangeKind",
+    "Freshness",
+    "IndexObservation",
+    "IndexStatus",
+    "WatcherPolicy",
+    "effective_write_ms",
+    "is_due",
+    "new_freshness",
+    "on_poll",
+    "on_poll_failure",
+    "on_write",
+    "stability_change",
+]
+
+
+class IndexStatus(StrEnum):
+    """Where the upstream index stands, as far as Layer knows."""
+
+    #: Entered at registration; left only by a successful poll. Never read as caught up.
+    UNKNOWN = "unknown"
+    #: A poll saw `updating`, or a write arrived after the watermark.
+    UPDATING = "updating"
+    #: The latest successful poll saw `up-to-date` and no write is known after it.
+    STABLE = "stable"
+
+
+ChangeKind = Literal["became_stable", "became_unstable", "advanced"]
+
+
+@dataclass(frozen=True, slots=True)
+class WatcherPolicy:
+    """The watcher's timing knobs (from Settings), passed to every transition."""
+
+    fast_poll_interval_ms: int
+    slow_poll_interval_ms: int
+    max_backoff_ms: int
+    safety_margin_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class IndexObservation:
+    """What one successful upstream metadata call said about a namespace."""
+
+    #: `index.status` as upstream reported it; anything but these two is a failed poll.
+    index_status: Literal["up-to-date", "updating"]
+    #: The upstream `index` object, verbatim (carries `unindexed_bytes`/`unindexed_rows`).
+    index: dict[str, Any]
+    approx_row_count: int | None = None
+    approx_logical_bytes: int | None = None
+    updated_at: str | None = None
+
+
+class Freshness(faust.Record, serializer="json", namespace="layer.Freshness"):
+    """All Layer knows about one namespace: one record per table key, nothing kept beside it."""
+
+    namespace: str
+    status: str = IndexStatus.UNKNOWN.value
+    #: Epoch ms up to which the index was positively observed caught up; None: never observed.
+    stable_as_of: int | None = None
+    #: Latest write notification time seen; None: no write seen since registration.
+    last_write_ms: int | None = None
+    #: Start time of the latest poll that answered (successfully or not); None: never polled.
+    last_poll_ms: int | None = None
+    #: Poll when the clock reaches this; 0 means due now.
+    next_poll_ms: int = 0
+    consecutive_errors: int = 0
+    #: Short description of the latest failed poll; None after a successful one.
+    last_error: str | None = None
+    #: The latest upstream observation (None: not observed yet).
+    index: dict[str, Any] | None = None
+    approx_row_count: int | None = None
+    approx_logical_bytes: int | None = None
+    updated_at: str | None = None
+
+    @property
+    def is_stable(self) -> bool:
+        return self.status == IndexStatus.STABLE
+
+
+def new_freshness(namespace: str) -> Freshness:
+    """The state of a namespace Layer has just heard of: unknown and due at once."""
+    return Freshness(namespace=namespace)
+
+
+def _replace(state: Freshness, **changes: Any) -> Freshness:
+    """A copy of `state` with `changes` (records are treated as immutable values)."""
+    fields = state.asdict()
+    fields.update(changes)
+    return Freshness(**fields)
+
+
+def effective_write_ms(written_at_ms: int, record_timestamp_ms: int | None) -> int:
+    """The write time Layer trusts: the later of the producer's claim and the Kafka timestamp.
+
+    The producer promises `written_at_ms` was taken after turbopuffer acknowledged the write;
+    the record timestamp is later still, so the max can only widen the unstable window.
+    """
+    if record_timestamp_ms is None:
+        return written_at_ms
+    return max(written_at_ms, record_timestamp_ms)
+
+
+def on_write(prev: Freshness | None, namespace: str, written_at_ms: int) -> Freshness:
+    """Apply a write notification for a write acknowledged at `written_at_ms`."""
+    state = prev if prev is not None else new_freshness(namespace)
+    last_write_ms = max(state.last_write_ms or written_at_ms, written_at_ms)
+    covered = state.stable_as_of is not None and written_at_ms <= state.stable_as_of
+    if covered:
+        if last_write_ms == state.last_write_ms:
+            return state
+        return _replace(state, last_write_ms=last_write_ms)
+    # A backing-off namespace keeps its backoff: writes must not hammer a failing upstream.
+    next_poll_ms = state.next_poll_ms if state.consecutive_errors else 0
+    return _replace(
+        state,
+        status=IndexStatus.UPDATING.value,
+        last_write_ms=last_write_ms,
+        next_poll_ms=min(state.next_poll_ms, next_poll_ms),
+    )
+
+
+def on_poll(
+    prev: Freshness | None,
+    namespace: str,
+    observation: IndexObservation,
+    *,
+    started_at_ms: int,
+    policy: WatcherPolicy,
+) -> Freshness:
+    """Apply a successful poll that started (request sent) at `started_at_ms`."""
+    state = prev if prev is not None else new_freshness(namespace)
+    observed = {
+        "last_poll_ms": max(state.last_poll_ms or started_at_ms, started_at_ms),
+        "consecutive_errors": 0,
+        "last_error": None,
+        "index": observation.index,
+        "approx_row_count": observation.approx_row_count,
+        "approx_logical_bytes": observation.approx_logical_bytes,
+        "updated_at": observation.updated_at,
+    }
+    if observation.index_status == "updating":
+        return _replace(
+            state,
+            status=IndexStatus.UPDATING.value,
+            next_poll_ms=started_at_ms + policy.fast_poll_interval_ms,
+            **observed,
+        )
+    candidate = started_at_ms - policy.safety_margin_ms
+    stable_as_of = candidate if state.stable_as_of is None else max(state.stable_as_of, candidate)
+    write_after_poll = state.last_write_ms is not None and state.last_write_ms > started_at_ms
+    if write_after_poll:
+        # The poll cannot vouch for a write that landed after it started: stay due.
+        return _replace(
+            state,
+            status=IndexStatus.UPDATING.value,
+            stable_as_of=stable_as_of,
+            next_poll_ms=0,
+            **observed,
+        )
+    return _replace(
+        state,
+        status=IndexStatus.STABLE.value,
+        stable_as_of=stable_as_of,
+        next_poll_ms=started_at_ms + policy.slow_poll_interval_ms,
+        **observed,
+    )
+
+
+def on_poll_failure(
+    prev: Freshness | None,
+    namespace: str,
+    error: str,
+    *,
+    started_at_ms: int,
+    policy: WatcherPolicy,
+    retry_after_ms: int | None = None,
+) -> Freshness:
+    """Apply a failed poll: hold status and watermark, record the error, back off."""
+    state = prev if prev is not None else new_freshness(namespace)
+    errors = state.consecutive_errors + 1
+    backoff_ms = min(policy.max_backoff_ms, policy.fast_poll_interval_ms * 2 ** min(errors, 30))
+    if retry_after_ms is not None:
+        backoff_ms = max(backoff_ms, retry_after_ms)
+    return _replace(
+        state,
+        last_poll_ms=max(state.last_poll_ms or started_at_ms, started_at_ms),
+        consecutive_errors=errors,
+        last_error=error,
+        next_poll_ms=started_at_ms + backoff_ms,
+    )
+
+
+def is_due(state: Freshness, now_ms: int) -> bool:
+    """Whether the watcher should poll this namespace now."""
+    return now_ms >= state.next_poll_ms
+
+
+def stability_change(prev: Freshness | None, new: Freshness) -> ChangeKind | None:
+    """The stability event a transition from `prev` to `new` publishes, if any.
+
+    One event per transition: a flip of `is_stable` wins over a watermark advance.
+    """
+    was_stable = prev is not None and prev.is_stable
+    if new.is_stable != was_stable:
+        return "became_stable" if new.is_stable else "became_unstable"
+    prev_watermark = prev.stable_as_of if prev is not None else None
+    if new.stable_as_of is not None and (prev_watermark is None or new.stable_as_of > prev_watermark):
+        return "advanced"
+    return None
