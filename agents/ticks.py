@@ -23,6 +23,7 @@ from layer.app import app, settings, topics
 from layer.clock import now_ms
 from layer.events import PollTick, Registration, parse_tick_message
 from layer.ratelimit import TokenBucket
+from layer.services import upstream
 from layer.upstream import (
     Upstream,
     UpstreamBadResponse,
@@ -145,7 +146,7 @@ def _registration(message: Registration) -> Any:
 
 
 poller = Poller(
-    Upstream(settings.upstream_url, timeout_ms=settings.upstream_timeout_ms),
+    upstream,
     api_key=(
         settings.turbopuffer_api_key.get_secret_value() if settings.turbopuffer_api_key else ""
     ),

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from aiokafka.partitioner import murmur2
-
 from layer.app import settings, topics
 from layer.clock import now_ms
-from layer.events import StabilityChange
+from layer.events import StabilityChange, partition_for
 from tables.faust_tables import freshness_table, snapshots_table
 from tables.freshness import Freshness, WatcherPolicy, stability_change
 from tables.schedule import DueSchedule
@@ -38,7 +36,7 @@ due_schedule = DueSchedule()
 
 def partition_of(namespace: str) -> int:
     """The partition Kafka's default partitioner gives a namespace key (as producers do)."""
-    return (murmur2(namespace.encode()) & 0x7FFFFFFF) % settings.topic_partitions
+    return partition_for(namespace, settings.topic_partitions)
 
 
 def reload_schedule() -> None:

@@ -38,6 +38,12 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "web_port": settings.port,
         "web_canonical_url": settings.web_url,
         "web_enabled": True,
+        # Faust's own pages (table dumps, graphs, stats) would bypass Layer's auth.
+        "web_router_enabled": False,
+        "web_tables_enabled": False,
+        "web_graph_enabled": False,
+        "web_stats_enabled": False,
+        "web_metrics_enabled": False,
         "topic_partitions": settings.topic_partitions,
         "topic_replication_factor": settings.topic_replication,
         # Tansu cannot do transactions, and the transitions are idempotent anyway.

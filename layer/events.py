@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any, Literal
 
+from aiokafka.partitioner import murmur2
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
@@ -28,12 +29,18 @@ __all__ = [
     "WriteNotification",
     "parse_tick_message",
     "parse_write_notification",
+    "partition_for",
 ]
 
 #: turbopuffer's namespace names (its limits page): validated before any name reaches a URL.
 NAMESPACE_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
 Namespace = Annotated[str, Field(pattern=NAMESPACE_PATTERN)]
 EpochMs = Annotated[int, Field(ge=0)]
+
+
+def partition_for(namespace: str, partitions: int) -> int:
+    """The partition of a namespace key under Kafka's default (murmur2) partitioner."""
+    return (murmur2(namespace.encode()) & 0x7FFFFFFF) % partitions
 
 
 class _Event(BaseModel):

@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         description="Upstream key the watcher polls with (and, with `LAYER_API_KEYS`, the key "
         "every upstream call uses). Never logged.",
     )
+    api_keys: SecretStr | None = Field(
+        None,
+        validation_alias=_env("LAYER_API_KEYS"),
+        description="Comma-separated keys Layer accepts itself. Unset (default): the caller's "
+        "key is the turbopuffer key and is forwarded; set: callers use these keys and every "
+        "upstream call uses `TURBOPUFFER_API_KEY`.",
+    )
     upstream_timeout_ms: PositiveMs = Field(
         10_000,
         validation_alias=_env("LAYER_UPSTREAM_TIMEOUT_MS"),
@@ -138,6 +145,13 @@ class Settings(BaseSettings):
         None,
         validation_alias=_env("LAYER_ADVERTISED_URL"),
         description="URL other workers reach this one at (default `http://{LAYER_HOST}:{LAYER_PORT}`).",
+    )
+    dev_emulator_port: int = Field(
+        8787,
+        ge=1,
+        le=65535,
+        validation_alias=_env("LAYER_DEV_EMULATOR_PORT"),
+        description="`layer dev` only: port of the turbopuffer emulator it starts.",
     )
     namespace_list_cache_ttl_ms: int = Field(
         10_000,
@@ -207,11 +221,20 @@ class Settings(BaseSettings):
         url = self.turbopuffer_base_url
         if url is not None and not url.startswith(("http://", "https://")):
             raise ValueError("TURBOPUFFER_BASE_URL must start with http:// or https://")
+        if self.api_keys is not None and self.turbopuffer_api_key is None:
+            raise ValueError("LAYER_API_KEYS needs TURBOPUFFER_API_KEY (the key Layer calls upstream with)")
         if self.slow_poll_interval_ms < self.fast_poll_interval_ms:
             raise ValueError(
                 "LAYER_SLOW_POLL_INTERVAL_MS must be at least LAYER_FAST_POLL_INTERVAL_MS"
             )
         return self
+
+    @property
+    def layer_api_keys(self) -> frozenset[str]:
+        """The keys of `LAYER_API_KEYS` (empty: pass-through mode)."""
+        if self.api_keys is None:
+            return frozenset()
+        return frozenset(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())
 
     @cached_property
     def upstream_url(self) -> str:

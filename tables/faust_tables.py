@@ -1,10 +1,10 @@
 """The changelog-backed tables. Importing this module builds the app (pure code lives beside it).
 
 Keys are namespace names serialised as plain UTF-8 bytes, the same bytes producers use as
-the key of `writes` and `ticks`, and `use_partitioner=True` puts each changelog record in
-the partition Kafka's default partitioner gives that key, which is the partition the
-namespace's events arrive on. So the changelog partition of a key never depends on which
-event (or background poll) changed it, and `table_route` finds its owner.
+the key of `writes` and `ticks`, and each changelog record goes to the partition Kafka's
+default partitioner gives that key, which is the partition the namespace's events arrive
+on. So the changelog partition of a key never depends on which event (or background
+poll) changed it, and `table_route` finds its owner.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import faust
 
 from layer.app import app, settings
+from layer.events import partition_for
 from tables.freshness import Freshness
 from tables.snapshots import SnapshotHistory
 
@@ -32,6 +33,10 @@ class NamespaceTable(faust.Table):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.key_serializer = "raw"
 
+    def partition_for_key(self, key: Any) -> int:
+        """The key's own partition, not the current event's: polls write from tasks."""
+        return partition_for(key, self.partitions)
+
 
 def _namespace_table(name: str, value_type: type[faust.Record], help: str) -> NamespaceTable:
     table = NamespaceTable(
@@ -40,7 +45,6 @@ def _namespace_table(name: str, value_type: type[faust.Record], help: str) -> Na
         key_type=str,
         value_type=value_type,
         partitions=settings.topic_partitions,
-        use_partitioner=True,
         beacon=app.tables.beacon,
         help=help,
     )

@@ -35,6 +35,7 @@ __all__ = [
     "on_poll",
     "on_poll_failure",
     "on_write",
+    "read_observation_is_news",
     "stability_change",
 ]
 
@@ -233,3 +234,14 @@ def stability_change(prev: Freshness | None, new: Freshness) -> ChangeKind | Non
     if new.stable_as_of is not None and (prev_watermark is None or new.stable_as_of > prev_watermark):
         return "advanced"
     return None
+
+
+def read_observation_is_news(state: Freshness | None, observation: IndexObservation) -> bool:
+    """Whether an upstream answer fetched for an HTTP read is worth sending to the watcher.
+
+    It is when the namespace is new to Layer, or when it contradicts the current status;
+    otherwise a read-heavy namespace would flood the ticks topic with no-op events.
+    """
+    if state is None:
+        return True
+    return state.is_stable != (observation.index_status == "up-to-date")

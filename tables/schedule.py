@@ -56,7 +56,12 @@ class DueSchedule:
         heap = self._heaps.get(partition)
         due: list[str] = []
         while heap and heap[0][0] <= now_ms and len(due) < limit:
-            when, namespace = heapq.heappop(heap)
+            entry = heapq.heappop(heap)
+            # Identical entries (a time scheduled again after a round trip) sit next to
+            # each other: drop them too, or a later pop would return the namespace again.
+            while heap and heap[0] == entry:
+                heapq.heappop(heap)
+            when, namespace = entry
             if current_next_poll_ms(namespace) == when and namespace not in due:
                 due.append(namespace)
         return due

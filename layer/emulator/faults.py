@@ -46,12 +46,12 @@ class FaultRule(BaseModel):
 
     route: str | None = None
     namespace: str | None = None
-    status: int | None = Field(None, ge=400, le=599)
+    status: int | None = Field(default=None, ge=400, le=599)
     message: str = "fault injected by the turbopuffer emulator"
-    latency_ms: int = Field(0, ge=0)
+    latency_ms: int = Field(default=0, ge=0)
     hang: bool = False
-    retry_after_ms: int | None = Field(None, ge=0)
-    times: int | None = Field(None, ge=1)
+    retry_after_ms: int | None = Field(default=None, ge=0)
+    times: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> FaultRule:

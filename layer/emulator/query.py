@@ -16,9 +16,10 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from .vectors import VectorError, decode_vector, encode_vector_base64
 
@@ -98,20 +99,21 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+_COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
+    "Lt": operator.lt,
+    "Lte": operator.le,
+    "Gt": operator.gt,
+    "Gte": operator.ge,
+}
+
+
 def _compare(op: str, actual: object, expected: object) -> bool:
     """`Lt`/`Lte`/`Gt`/`Gte` on two numbers or two strings; anything else is false."""
     both_numbers = _is_number(actual) and _is_number(expected)
     both_strings = isinstance(actual, str) and isinstance(expected, str)
     if not (both_numbers or both_strings):
         return False
-    a, e = actual, expected
-    if op == "Lt":
-        return a < e  # type: ignore[operator]
-    if op == "Lte":
-        return a <= e  # type: ignore[operator]
-    if op == "Gt":
-        return a > e  # type: ignore[operator]
-    return a >= e  # type: ignore[operator]
+    return bool(_COMPARISONS[op](actual, expected))
 
 
 def _glob(pattern: object, value: object, *, ignore_case: bool) -> bool:
@@ -179,7 +181,10 @@ def distance(metric: DistanceMetric, a: Sequence[float], b: Sequence[float]) -> 
     dot = math.fsum(x * y for x, y in zip(a, b, strict=True))
     norms = math.sqrt(math.fsum(x * x for x in a)) * math.sqrt(math.fsum(y * y for y in b))
     # A zero vector has no direction; treat it as orthogonal to everything.
-    return 1.0 - dot / norms if norms else 1.0
+    if not norms:
+        return 1.0
+    # Rounding can leave the result a hair outside the metric's range [0, 2].
+    return min(2.0, max(0.0, 1.0 - dot / norms))
 
 
 def _sort_key(value: object) -> tuple[int, object]:
@@ -289,7 +294,7 @@ def _project(
             continue
         value = doc[name]
         if base64_vectors and name in vector_attrs and isinstance(value, list):
-            value = encode_vector_base64([float(x) for x in value])  # type: ignore[arg-type]
+            value = encode_vector_base64([float(x) for x in value])
         row[name] = value
     if dist is not None:
         row["$dist"] = dist
@@ -382,7 +387,7 @@ def execute_query(
     if override is not None:
         if override not in ("cosine_distance", "euclidean_squared"):
             raise QueryError(f"unknown distance_metric {override!r}")
-        metric = override  # type: ignore[assignment]
+        metric = override
     total, per = _limits(query)
     if total is not None and total > max_top_k:
         raise QueryError(f"top_k / limit {total} exceeds the maximum of {max_top_k}")

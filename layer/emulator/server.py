@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -37,10 +38,11 @@ from types import TracebackType
 from typing import Self
 
 from aiohttp import web
-from aiohttp.abc import AbstractRoute
+from aiohttp.web_protocol import RequestPayloadError
+from aiohttp.web_urldispatcher import AbstractRoute
 from pydantic import ValidationError
 
-from .faults import RATE_LIMITED, DEFAULT_RETRY_AFTER_MS, FaultRule, FaultSet
+from .faults import DEFAULT_RETRY_AFTER_MS, RATE_LIMITED, FaultRule, FaultSet
 from .stats import RequestStats
 from .store import (
     DEFAULT_MAX_TOP_K,
@@ -56,6 +58,8 @@ from .store import (
 
 __all__ = ["DEV_API_KEY", "Emulator", "create_app"]
 
+log = logging.getLogger(__name__)
+
 #: The public development key the CLI uses when no `--api-key` is given.
 DEV_API_KEY = "tpuf-dev-key"
 #: How long `stop()` lets in-flight handlers finish before cancelling them.
@@ -70,7 +74,6 @@ CLIENT_PERFORMANCE_FIELDS: dict[str, float | None] = {
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_STATE = web.AppKey("state", "EmulatorState")
 _ROUTE_NAMES = web.AppKey("route_names", dict[AbstractRoute, str])
 
 
@@ -83,6 +86,9 @@ class EmulatorState:
         self.faults = FaultSet()
         self.stats = RequestStats()
         self.closing = asyncio.Event()
+
+
+_STATE = web.AppKey("state", EmulatorState)
 
 
 # --- responses ---------------------------------------------------------------------------
@@ -145,6 +151,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return error_response(exc.status, f"{exc.reason}: {request.method} {request.path}")
+    except Exception as exc:
+        # An emulator bug: say so loudly, and keep the SDK from retrying it.
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, f"emulator error: {exc!r}", headers={"x-should-retry": "false"})
     if isinstance(response, web.Response) and "gzip" in request.headers.get("Accept-Encoding", ""):
         response.enable_compression()
     return response
@@ -200,7 +210,10 @@ async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def _json_object(request: web.Request) -> dict[str, object]:
     """The request body as a JSON object (aiohttp has already inflated a gzip body)."""
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except RequestPayloadError as exc:
+        raise BadRequest("cannot decode the request body (check Content-Encoding)") from exc
     try:
         body = json.loads(raw) if raw else None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -385,9 +398,7 @@ def create_app(state: EmulatorState) -> web.Application:
     for method, path, name, handler in _TURBOPUFFER_ROUTES:
         names[app.router.add_route(method, path, handler)] = name
     app[_ROUTE_NAMES] = names
-    app.router.add_post(
-        "/_emulator/indexing/{ns}/{action:pause|resume|force}", control_indexing
-    )
+    app.router.add_post("/_emulator/indexing/{ns}/{action:pause|resume|force}", control_indexing)
     app.router.add_post("/_emulator/faults", control_add_fault)
     app.router.add_get("/_emulator/faults", control_list_faults)
     app.router.add_delete("/_emulator/faults", control_clear_faults)
@@ -449,8 +460,7 @@ class Emulator:
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port)
         await site.start()
-        sockets = [s for server in runner.sites for s in server._server.sockets]  # type: ignore[attr-defined]
-        self._port = sockets[0].getsockname()[1]
+        self._port = runner.addresses[0][1]
         self._runner = runner
 
     async def stop(self) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from .query import Document, DistanceMetric, QueryError, execute_query, matches
+from .query import DistanceMetric, Document, QueryError, execute_query, matches
 from .vectors import VectorError, decode_vector, is_vector_type
 
 __all__ = [
@@ -113,7 +113,7 @@ def encode_cursor(last_name: str) -> str:
 def decode_cursor(cursor: str) -> str:
     """The last name of the previous page; BadRequest for a cursor we did not issue."""
     try:
-        return base64.urlsafe_b64decode(cursor.encode("ascii")).decode()
+        return base64.b64decode(cursor.encode("ascii"), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeError, ValueError):
         raise BadRequest("invalid cursor") from None
 
@@ -337,7 +337,9 @@ def _rows_from_columns(columns: object, *, field_name: str) -> list[dict[str, ob
     return rows
 
 
-def _rows(body: Mapping[str, object], rows_field: str, columns_field: str) -> list[dict[str, object]]:
+def _rows(
+    body: Mapping[str, object], rows_field: str, columns_field: str
+) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     raw_rows = body.get(rows_field)
     if raw_rows is not None:
@@ -526,8 +528,7 @@ class Store:
         metric = self._metric(ns, body.get("distance_metric"))
         encryption, sharding = self._settings(ns, body)
         vector_attrs = frozenset(
-            {VECTOR}
-            | {n for n, cfg in schema.items() if is_vector_type(str(cfg.get("type", "")))}
+            {VECTOR} | {n for n, cfg in schema.items() if is_vector_type(str(cfg.get("type", "")))}
         )
         new_docs = [self._document(row, vector_attrs) for row in upserts]
         schema = self._infer_schema(schema, new_docs, vector_attrs, metric)
@@ -606,17 +607,18 @@ class Store:
             isinstance(encryption, dict) and encryption.get("mode") in _ENCRYPTION_MODES
         ):
             raise BadRequest('encryption.mode must be "default" or "customer-managed"')
-        sharding = body.get("sharding")
-        if sharding is not None:
+        requested = body.get("sharding")
+        sharding = ns.sharding
+        if requested is not None:
             if ns.docs or ns.sharding is not None:
                 raise BadRequest("sharding can only be set on a namespace's first write")
-            shards = sharding.get("num_shards") if isinstance(sharding, dict) else None
+            shards = requested.get("num_shards") if isinstance(requested, dict) else None
             if not (isinstance(shards, int) and shards >= 1):
                 raise BadRequest("sharding.num_shards must be a positive integer")
             sharding = {"num_shards": shards}
         return (
             dict(encryption) if encryption is not None else ns.encryption,
-            sharding if sharding is not None else ns.sharding,
+            sharding,
         )
 
     @staticmethod
@@ -709,7 +711,9 @@ class Store:
             raise BadRequest("patch_by_filter must be {filters, patch}")
         targets = self._matching(ns, spec.get("filters"))
         for doc in targets:
-            patch = self._document({**spec["patch"], "id": doc["id"]}, vector_attrs, keep_nulls=True)
+            patch = self._document(
+                {**spec["patch"], "id": doc["id"]}, vector_attrs, keep_nulls=True
+            )
             self._patch(ns, patch)
         return [doc["id"] for doc in targets]
 
@@ -726,7 +730,9 @@ class Store:
         ns = self._get(name)
         unsupported = set(body) - {"queries", "consistency", "vector_encoding"}
         if unsupported:
-            raise BadRequest(f"multi-query fields not supported by the emulator: {sorted(unsupported)}")
+            raise BadRequest(
+                f"multi-query fields not supported by the emulator: {sorted(unsupported)}"
+            )
         queries = body["queries"]
         if not (isinstance(queries, list) and all(isinstance(q, dict) for q in queries)):
             raise BadRequest("queries must be an array of query objects")
@@ -760,4 +766,3 @@ class Store:
             bytes_queried=ns.approx_logical_bytes(),
             bytes_returned=sum(_json_size(r.get("rows", [])) for r in results),
         )
-

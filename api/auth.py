@@ -1,0 +1,76 @@
+"""Authentication: every route but the probes needs `Authorization: Bearer <key>`.
+
+Two modes (`LAYER_API_KEYS`):
+- unset (default): the caller's key *is* the turbopuffer key; it is used for the upstream
+  calls of that request, so turbopuffer decides what the caller may see;
+- set: callers present one of Layer's keys, and Layer calls upstream with its own
+  `TURBOPUFFER_API_KEY`.
+Keys are never logged or echoed; caches and rate limits see only `Credential.identity`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from api.errors import ApiError, Handler
+from layer.settings import Settings
+
+__all__ = ["PUBLIC_PATHS", "Credential", "auth_middleware", "authenticate", "credential_of"]
+
+#: Probes answer without a key (load balancers and supervisors have none).
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+_CREDENTIAL = "layer.credential"
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """Who is calling, as far as Layer needs to know."""
+
+    #: The key upstream calls made for this request use.
+    upstream_key: str
+    #: A one-way digest of the caller's key: safe to use in cache keys and logs.
+    identity: str
+
+    def __repr__(self) -> str:  # never show the key, even in a traceback
+        return f"Credential(identity={self.identity[:12]}…)"
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def authenticate(authorization: str | None, settings: Settings) -> Credential:
+    """The credential of an `Authorization` header value, or a 401 ApiError."""
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "missing or malformed Authorization header: expected 'Bearer <API key>'")
+    own_keys = settings.layer_api_keys
+    if not own_keys:
+        return Credential(upstream_key=token, identity=_digest(token))
+    if not any(hmac.compare_digest(token, key) for key in own_keys):
+        raise ApiError(401, "invalid API key")
+    assert settings.turbopuffer_api_key is not None  # enforced by Settings
+    return Credential(
+        upstream_key=settings.turbopuffer_api_key.get_secret_value(), identity=_digest(token)
+    )
+
+
+def credential_of(request: web.Request) -> Credential:
+    """The credential the middleware attached to `request`."""
+    credential: Credential = request[_CREDENTIAL]
+    return credential
+
+
+def auth_middleware(settings: Settings) -> Handler:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in PUBLIC_PATHS:
+            request[_CREDENTIAL] = authenticate(request.headers.get("Authorization"), settings)
+        return await handler(request)
+
+    return middleware  # type: ignore[return-value]

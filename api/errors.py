@@ -1,0 +1,87 @@
+"""Every error Layer answers is turbopuffer's shape: `{"status": "error", "error": "…"}`.
+
+`ApiError` is raised by views; the middleware turns it, aiohttp's own HTTP errors (unknown
+route, wrong method) and upstream failures into that body with the right status code.
+Anything unexpected is logged and answered 500 with a message that reveals nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from layer.errors import LayerError
+from layer.upstream import (
+    InvalidNamespace,
+    UpstreamBadResponse,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+__all__ = ["ApiError", "error_body", "error_middleware", "error_response"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(LayerError):
+    """An error answered to the client with `status` and `message`."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_body(message: str) -> bytes:
+    return json.dumps({"status": "error", "error": message}).encode()
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, body=error_body(message), content_type="application/json", headers=headers
+    )
+
+
+def _from_upstream(exc: LayerError) -> ApiError:
+    """Map an upstream failure to what the client sees (status kept, body never dumped)."""
+    if isinstance(exc, UpstreamStatusError):
+        headers = {}
+        if exc.retry_after_ms is not None:
+            headers["Retry-After"] = str(max(1, -(-exc.retry_after_ms // 1000)))
+        return ApiError(exc.status_code, exc.upstream_message, headers)
+    if isinstance(exc, UpstreamTimeout):
+        return ApiError(504, str(exc))
+    if isinstance(exc, UpstreamUnavailable | UpstreamBadResponse):
+        return ApiError(502, str(exc))
+    if isinstance(exc, InvalidNamespace):
+        return ApiError(400, str(exc))
+    return ApiError(500, "internal error")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.message, exc.headers)
+    except LayerError as exc:
+        mapped = _from_upstream(exc)
+        return error_response(mapped.status, mapped.message, mapped.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = {404: "not found", 405: f"method {request.method} not allowed"}.get(
+            exc.status, exc.reason
+        )
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(exc.status, message, headers)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal error")

@@ -1,0 +1,65 @@
+"""What an HTTP read tells the watcher: views never write tables, they send events.
+
+A read of a namespace Layer does not track registers it; a read whose upstream answer
+contradicts the tracked status carries that answer as an observation, applied by the
+owning agent with the same transition as a poll.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from layer.app import settings, topics
+from layer.clock import now_ms
+from layer.events import ObservedIndex, Registration
+from tables.freshness import Freshness, IndexObservation, read_observation_is_news
+
+__all__ = ["register_read"]
+
+#: (namespace, observed status) → monotonic time last sent. Reads polling a namespace that
+#: is not yet registered would otherwise each send an event until the first one lands.
+_recently_sent: dict[tuple[str, str | None], float] = {}
+#: Entries kept at most; the map is a throttle, not state, so forgetting is harmless.
+_RECENTLY_SENT_MAX = 10_000
+
+
+def _throttled(namespace: str, status: str | None) -> bool:
+    """True if the same news about `namespace` was sent within the fast poll interval."""
+    now = time.monotonic()
+    key = (namespace, status)
+    last = _recently_sent.get(key)
+    if last is not None and now - last < settings.fast_poll_interval_ms / 1000:
+        return True
+    if len(_recently_sent) >= _RECENTLY_SENT_MAX:
+        _recently_sent.clear()
+    _recently_sent[key] = now
+    return False
+
+
+async def register_read(
+    namespace: str,
+    state: Freshness | None,
+    body: dict[str, Any],
+    observation: IndexObservation | None,
+    started_at_ms: int,
+) -> None:
+    """Send a registration for `namespace` if the read is news to the watcher."""
+    if observation is None:
+        if state is not None:
+            return
+        observed = None
+    elif read_observation_is_news(state, observation):
+        observed = ObservedIndex(
+            started_at_ms=started_at_ms,
+            index=observation.index,
+            approx_row_count=observation.approx_row_count,
+            approx_logical_bytes=observation.approx_logical_bytes,
+            updated_at=observation.updated_at,
+        )
+    else:
+        return
+    if _throttled(namespace, observation.index_status if observation else None):
+        return
+    message = Registration(namespace=namespace, observed_at_ms=now_ms(), observation=observed)
+    await topics.ticks.send(key=namespace.encode(), value=message.model_dump_json().encode())

@@ -1,0 +1,5 @@
+"""`python -m layer` is the `layer` command."""
+
+from layer.cli import main
+
+main()
