@@ -43,7 +43,10 @@ def _parser() -> argparse.ArgumentParser:
         "--host", default=DEFAULT_HOST, help="address to bind (default %(default)s)"
     )
     parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help="port to bind; 0 picks a free one"
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="port to bind; 0 picks a free one (default %(default)s)",
     )
     parser.add_argument(
         "--api-key",

@@ -102,6 +102,7 @@ def error_response(
 
 
 def fault_response(rule: FaultRule, status: int) -> web.Response:
+    """A purposely failing answer: 429 invites a retry after a known wait, the rest forbid one."""
     if status == RATE_LIMITED:
         retry_ms = DEFAULT_RETRY_AFTER_MS if rule.retry_after_ms is None else rule.retry_after_ms
         headers = {
@@ -162,6 +163,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def _count(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Counts turbopuffer routes before auth, so rejected requests are visible to tests too."""
     route = request.app[_ROUTE_NAMES].get(request.match_info.route)
     if route is not None:
         request.app[_STATE].stats.record(route, request.match_info.get("ns"))
@@ -170,6 +172,7 @@ async def _count(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bearer auth on every route, the control API included."""
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key:
         return error_response(401, "missing API key: send `Authorization: Bearer <key>`")
@@ -180,6 +183,7 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Validates the namespace name, then applies the first matching fault rule."""
     route = request.app[_ROUTE_NAMES].get(request.match_info.route)
     if route is None:
         return await handler(request)

@@ -534,18 +534,34 @@ class Store:
         schema = self._infer_schema(schema, new_docs, vector_attrs, metric)
         patch_docs = [self._document(row, vector_attrs, keep_nulls=True) for row in patches]
         delete_ids = [_validate_id(i) for i in deletes]
+        doomed = (
+            self._matching(ns, body["delete_by_filter"])
+            if body.get("delete_by_filter") is not None
+            else []
+        )
+        filter_patches = (
+            self._filter_patches(ns, body["patch_by_filter"], vector_attrs)
+            if body.get("patch_by_filter") is not None
+            else []
+        )
 
-        # Everything is validated: apply in turbopuffer's order, so the write is atomic.
+        # Everything is validated, so the write is atomic. turbopuffer's order: delete_by_filter,
+        # patch_by_filter, upserts, patches, deletes.
         self.namespaces[name] = ns
         ns.schema, ns.distance_metric = schema, metric
         ns.encryption, ns.sharding = encryption, sharding
         deleted_ids: list[object] = []
         patched_ids: list[object] = []
         logical_bytes = 0
-        if body.get("delete_by_filter") is not None:
-            deleted_ids += self._delete_matching(ns, body["delete_by_filter"])
-        if body.get("patch_by_filter") is not None:
-            patched_ids += self._patch_matching(ns, body["patch_by_filter"], vector_attrs)
+        for doc in doomed:
+            del ns.docs[_id_key(doc["id"])]
+            deleted_ids.append(doc["id"])
+            logical_bytes += _json_size(doc["id"])
+        # Targets were matched before the delete_by_filter; deleted ones are skipped here.
+        for patch in filter_patches:
+            if self._patch(ns, patch):
+                patched_ids.append(patch["id"])
+                logical_bytes += _json_size(patch)
         for doc in new_docs:
             ns.docs[_id_key(doc["id"])] = doc
             logical_bytes += _json_size(doc)
@@ -698,24 +714,16 @@ class Store:
         except QueryError as exc:
             raise BadRequest(str(exc)) from None
 
-    def _delete_matching(self, ns: Namespace, filters: object) -> list[object]:
-        doomed = self._matching(ns, filters)
-        for doc in doomed:
-            del ns.docs[_id_key(doc["id"])]
-        return [doc["id"] for doc in doomed]
-
-    def _patch_matching(
+    def _filter_patches(
         self, ns: Namespace, spec: object, vector_attrs: frozenset[str]
-    ) -> list[object]:
+    ) -> list[Document]:
+        """`patch_by_filter` as one patch per document matching before this write."""
         if not (isinstance(spec, dict) and isinstance(spec.get("patch"), dict)):
             raise BadRequest("patch_by_filter must be {filters, patch}")
-        targets = self._matching(ns, spec.get("filters"))
-        for doc in targets:
-            patch = self._document(
-                {**spec["patch"], "id": doc["id"]}, vector_attrs, keep_nulls=True
-            )
-            self._patch(ns, patch)
-        return [doc["id"] for doc in targets]
+        return [
+            self._document({**spec["patch"], "id": doc["id"]}, vector_attrs, keep_nulls=True)
+            for doc in self._matching(ns, spec.get("filters"))
+        ]
 
     # -- queries --
 
