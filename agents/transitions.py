@@ -73,8 +73,9 @@ async def apply_transition(namespace: str, partition: int, transition: Transitio
     if new == prev:
         return new
     freshness_table[namespace] = new
-    if prev is None or prev.next_poll_ms != new.next_poll_ms:
-        due_schedule.schedule(partition, namespace, new.next_poll_ms)
+    # Always, not only when next_poll_ms moved: a poll consumed the namespace's entry, and
+    # its result may leave next_poll_ms where it was (stale entries are dropped on pop).
+    due_schedule.schedule(partition, namespace, new.next_poll_ms)
     history = record_snapshot(
         snapshots_table.get(namespace), prev, new, limit=settings.snapshot_history_limit
     )

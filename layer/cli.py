@@ -28,9 +28,14 @@ def run_worker(_args: argparse.Namespace) -> None:
     settings = _settings_or_exit()
     if settings.turbopuffer_api_key is None:
         sys.exit("layer: invalid setting TURBOPUFFER_API_KEY: the watcher needs an upstream key")
+    import logging
+
     from faust import Worker
 
     from layer.worker import app
+
+    # httpx logs every request at INFO: too loud for a service that polls continuously.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     Worker(app, loglevel=settings.log_level.upper(), redirect_stdouts=False).execute_from_commandline()
 

@@ -75,7 +75,7 @@ class InvalidNamespace(LayerError):
 
 def validate_namespace(namespace: str) -> str:
     """Return `namespace` if it is a valid turbopuffer name; raise InvalidNamespace otherwise."""
-    if not _namespace_re.match(namespace):
+    if not _namespace_re.fullmatch(namespace):
         raise InvalidNamespace(
             "invalid namespace name: use 1-128 characters from A-Z, a-z, 0-9, '-', '_' and '.'"
         )

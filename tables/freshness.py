@@ -3,11 +3,14 @@
 Rules (DESIGN.md), one function each, the clock always a parameter:
 
 - `on_write`: `last_write_ms` only grows; a write after `stable_as_of` makes the namespace
-  `updating` and due at once (unless it is backing off after upstream errors).
+  `updating` and due at once (unless it is backing off after upstream errors). A write no
+  newer than `last_write_ms` was seen already (redelivery) and changes nothing.
 - `on_poll` with `up-to-date`, poll started at `t0`: `stable_as_of = max(stable_as_of,
   t0 - safety_margin)`; status `stable`, unless a write newer than `t0` is known: then the
   watermark may advance but the namespace stays `updating` and due.
 - `on_poll` with `updating`: status `updating`, watermark held.
+- `on_poll` with an answer older than the latest successful one applied (a read's
+  observation arriving late): it may advance the watermark, nothing else.
 - `on_poll_failure`: status and watermark held, error recorded, exponential backoff.
   No signal is never read as "caught up".
 
@@ -88,6 +91,8 @@ class Freshness(faust.Record, serializer="json", namespace="layer.Freshness"):
     last_write_ms: int | None = None
     #: Start time of the latest poll that answered (successfully or not); None: never polled.
     last_poll_ms: int | None = None
+    #: Start time of the latest *successful* poll (or read observation) applied; None: none yet.
+    last_observed_ms: int | None = None
     #: Poll when the clock reaches this; 0 means due now.
     next_poll_ms: int = 0
     consecutive_errors: int = 0
@@ -130,18 +135,19 @@ def effective_write_ms(written_at_ms: int, record_timestamp_ms: int | None) -> i
 def on_write(prev: Freshness | None, namespace: str, written_at_ms: int) -> Freshness:
     """Apply a write notification for a write acknowledged at `written_at_ms`."""
     state = prev if prev is not None else new_freshness(namespace)
-    last_write_ms = max(state.last_write_ms or written_at_ms, written_at_ms)
+    if state.last_write_ms is not None and written_at_ms <= state.last_write_ms:
+        # Seen already (a redelivery) or older than one seen: whatever made the namespace
+        # stable since then covered it, so it must not flip it back to unstable.
+        return state
     covered = state.stable_as_of is not None and written_at_ms <= state.stable_as_of
     if covered:
-        if last_write_ms == state.last_write_ms:
-            return state
-        return _replace(state, last_write_ms=last_write_ms)
+        return _replace(state, last_write_ms=written_at_ms)
     # A backing-off namespace keeps its backoff: writes must not hammer a failing upstream.
     next_poll_ms = state.next_poll_ms if state.consecutive_errors else 0
     return _replace(
         state,
         status=IndexStatus.UPDATING.value,
-        last_write_ms=last_write_ms,
+        last_write_ms=written_at_ms,
         next_poll_ms=min(state.next_poll_ms, next_poll_ms),
     )
 
@@ -156,8 +162,18 @@ def on_poll(
 ) -> Freshness:
     """Apply a successful poll that started (request sent) at `started_at_ms`."""
     state = prev if prev is not None else new_freshness(namespace)
+    candidate = started_at_ms - policy.safety_margin_ms
+    if state.last_observed_ms is not None and started_at_ms < state.last_observed_ms:
+        # Older than the latest answer applied (a read's observation arriving late): it may
+        # still vouch for an earlier watermark, but it says nothing about the status now.
+        if observation.index_status == "up-to-date" and (
+            state.stable_as_of is None or candidate > state.stable_as_of
+        ):
+            return _replace(state, stable_as_of=candidate)
+        return state
     observed = {
         "last_poll_ms": max(state.last_poll_ms or started_at_ms, started_at_ms),
+        "last_observed_ms": started_at_ms,
         "consecutive_errors": 0,
         "last_error": None,
         "index": observation.index,
@@ -172,7 +188,6 @@ def on_poll(
             next_poll_ms=started_at_ms + policy.fast_poll_interval_ms,
             **observed,
         )
-    candidate = started_at_ms - policy.safety_margin_ms
     stable_as_of = candidate if state.stable_as_of is None else max(state.stable_as_of, candidate)
     write_after_poll = state.last_write_ms is not None and state.last_write_ms > started_at_ms
     if write_after_poll:

@@ -72,4 +72,36 @@ async def test_write_notification_makes_namespace_unstable_until_the_index_catch
     last = [m for m in events if m["value"]["change"] == "became_stable"][-1]
     assert last["key"] == namespace.encode(), "stability events are keyed by the plain namespace"
     assert last["value"]["is_stable"] is True and last["value"]["previous_is_stable"] is False
-    assert last["value"]["stable_as_of"] == stable["stable_as_of"]
+    assert written_at <= last["value"]["stable_as_of"] <= stable["stable_as_of"]
+
+
+async def test_malformed_write_notification_is_dead_lettered_and_the_next_one_still_applies(
+    cluster: LayerCluster, emulator: EmulatorProcess, producer: AIOKafkaProducer
+) -> None:
+    namespace = unique_namespace("dlq")
+    emulator.write(namespace, {"upsert_rows": [VECTOR_ROW]})
+    worker = cluster.worker().start()
+    topic = cluster.topic("writes")
+
+    await producer.send_and_wait(topic, key=namespace.encode(), value=b"{not json")
+    await producer.send_and_wait(
+        topic, key=namespace.encode(), value=json.dumps({"namespace": namespace}).encode()
+    )
+    written_at = int(time.time() * 1000)
+    valid = {"namespace": namespace, "written_at_ms": written_at}
+    await producer.send_and_wait(topic, key=namespace.encode(), value=json.dumps(valid).encode())
+
+    state = await eventually(
+        lambda: (s := worker.layer_state(namespace))["last_write_ms"] and s, 15, "valid write"
+    )
+    assert state["last_write_ms"] >= written_at
+
+    letters = await read_topic(
+        cluster.broker.bootstrap, cluster.topic("writes.dlq"), until=lambda ms: len(ms) >= 2
+    )
+    reasons = [letter["value"]["reason"] for letter in letters]
+    assert letters[0]["value"]["value"] == "{not json"
+    assert "json" in reasons[0].lower()
+    assert "written_at_ms" in reasons[1], "the reason names the missing field"
+    assert all(letter["value"]["topic"] == topic for letter in letters)
+    assert letters[0]["key"] == namespace.encode()

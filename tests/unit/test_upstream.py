@@ -1,0 +1,502 @@
+"""The upstream client: parsing on literal turbopuffer bodies, error mapping on MockTransport."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+import layer.upstream as upstream_module
+from layer.errors import LayerError
+from layer.upstream import (
+    MAX_ERROR_CHARS,
+    InvalidNamespace,
+    Upstream,
+    UpstreamBadResponse,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    parse_metadata,
+    parse_retry_after_ms,
+    validate_namespace,
+)
+from tables.freshness import IndexObservation
+
+API_KEY = "tpuf_secret_key_for_tests"
+BASE_URL = "https://gcp-us-central1.turbopuffer.com"
+
+#: Matches a quiet namespace's live metadata response: caught up, no unindexed counts.
+QUIET_BODY: dict[str, Any] = {
+    "schema": {},
+    "approx_row_count": 12500,
+    "approx_logical_bytes": 48800000,
+    "created_at": "2026-03-15T10:30:45Z",
+    "updated_at": "2026-05-12T18:49:00Z",
+    "index": {"status": "up-to-date"},
+}
+
+#: A namespace right after a write: the index is behind by two rows.
+UPDATING_BODY: dict[str, Any] = {
+    "schema": {
+        "id": {"type": "uint"},
+        "vector": {"type": "[768]f32", "ann": True},
+        "text": {"type": "string", "full_text_search": True},
+    },
+    "approx_row_count": 12502,
+    "approx_logical_bytes": 48800100,
+    "created_at": "2026-03-15T10:30:45Z",
+    "updated_at": "2026-05-12T18:50:00Z",
+    "index": {"status": "updating", "unindexed_bytes": 100, "unindexed_rows": 2},
+}
+
+
+# --- parse_metadata ------------------------------------------------------------------------
+
+
+def test_parse_metadata_reads_a_quiet_up_to_date_namespace() -> None:
+    observation = parse_metadata(json.loads(json.dumps(QUIET_BODY)))
+    assert observation == IndexObservation(
+        index_status="up-to-date",
+        index={"status": "up-to-date"},
+        approx_row_count=12500,
+        approx_logical_bytes=48800000,
+        updated_at="2026-05-12T18:49:00Z",
+    )
+
+
+def test_parse_metadata_reads_an_updating_namespace_and_keeps_the_index_verbatim() -> None:
+    observation = parse_metadata(json.loads(json.dumps(UPDATING_BODY)))
+    assert observation.index_status == "updating"
+    assert observation.index == {"status": "updating", "unindexed_bytes": 100, "unindexed_rows": 2}
+    assert observation.approx_row_count == 12502
+    assert observation.approx_logical_bytes == 48800100
+    assert observation.updated_at == "2026-05-12T18:50:00Z"
+
+
+def test_parse_metadata_keeps_unknown_index_fields_verbatim() -> None:
+    body = {**QUIET_BODY, "index": {"status": "up-to-date", "future_field": [1, 2]}}
+    assert parse_metadata(body).index == {"status": "up-to-date", "future_field": [1, 2]}
+
+
+def test_parse_metadata_reads_an_empty_namespace_without_counts() -> None:
+    observation = parse_metadata({"index": {"status": "up-to-date"}})
+    assert observation.index_status == "up-to-date"
+    assert (observation.approx_row_count, observation.approx_logical_bytes) == (None, None)
+    assert observation.updated_at is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("approx_row_count", "12500"),
+        ("approx_row_count", 12500.0),
+        ("approx_row_count", True),
+        ("approx_row_count", None),
+        ("approx_logical_bytes", "big"),
+        ("approx_logical_bytes", False),
+    ],
+)
+def test_parse_metadata_reads_a_count_of_the_wrong_type_as_no_signal_not_zero(
+    field: str, value: Any
+) -> None:
+    observation = parse_metadata({**QUIET_BODY, field: value})
+    assert getattr(observation, field) is None
+
+
+@pytest.mark.parametrize("value", [1747075740, None, {"at": "now"}])
+def test_parse_metadata_reads_a_non_string_updated_at_as_none(value: Any) -> None:
+    assert parse_metadata({**QUIET_BODY, "updated_at": value}).updated_at is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {k: v for k, v in QUIET_BODY.items() if k != "index"},
+        {**QUIET_BODY, "index": None},
+        {**QUIET_BODY, "index": "up-to-date"},
+        {**QUIET_BODY, "index": ["up-to-date"]},
+        {**QUIET_BODY, "index": {}},
+        {**QUIET_BODY, "index": {"status": None}},
+        {**QUIET_BODY, "index": {"status": "Up-To-Date"}},
+        {**QUIET_BODY, "index": {"status": "stable"}},
+        {**QUIET_BODY, "index": {"status": "building"}},
+        {**QUIET_BODY, "index": {"status": ""}},
+        {**QUIET_BODY, "index": {"status": True}},
+        {"error": "namespace not found", "status": "error"},
+        [],
+        None,
+        "up-to-date",
+        12,
+    ],
+    ids=[
+        "missing-index",
+        "null-index",
+        "string-index",
+        "list-index",
+        "index-without-status",
+        "null-status",
+        "status-wrong-case",
+        "status-stable",
+        "unknown-status",
+        "empty-status",
+        "boolean-status",
+        "error-body",
+        "list-body",
+        "null-body",
+        "string-body",
+        "number-body",
+    ],
+)
+def test_no_signal_is_never_stable_unknown_shapes_raise_bad_response(body: Any) -> None:
+    with pytest.raises(UpstreamBadResponse):
+        parse_metadata(body)
+
+
+def test_unknown_status_message_is_short_even_for_a_huge_status() -> None:
+    with pytest.raises(UpstreamBadResponse) as info:
+        parse_metadata({"index": {"status": "x" * 10_000}})
+    assert len(str(info.value)) < 100
+
+
+# --- validate_namespace ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("namespace", ["products", "a", "my-ns_v2.1", "N" * 128])
+def test_valid_namespace_is_returned_unchanged(namespace: str) -> None:
+    assert validate_namespace(namespace) == namespace
+
+
+@pytest.mark.parametrize(
+    "namespace",
+    [
+        "",
+        "N" * 129,
+        "has space",
+        "a/b",
+        "../metadata",
+        "ns?x=1",
+        "ns#frag",
+        "ns%2F",
+        "ümlaut",
+        "products\n",
+    ],
+    ids=[
+        "empty",
+        "too-long",
+        "space",
+        "slash",
+        "path-traversal",
+        "query",
+        "fragment",
+        "percent",
+        "non-ascii",
+        "trailing-newline",
+    ],
+)
+def test_invalid_namespace_raises_invalid_namespace_with_advice(namespace: str) -> None:
+    with pytest.raises(InvalidNamespace, match="1-128 characters"):
+        validate_namespace(namespace)
+
+
+def test_invalid_namespace_is_a_layer_error_not_an_upstream_error() -> None:
+    assert issubclass(InvalidNamespace, LayerError)
+    assert not issubclass(InvalidNamespace, UpstreamError)
+
+
+# --- parse_retry_after_ms --------------------------------------------------------------------
+
+
+class FrozenDatetime(datetime):
+    """`datetime` whose now() is 2026-05-12T18:49:00Z."""
+
+    @classmethod
+    def now(cls, tz: Any = None) -> FrozenDatetime:
+        return cls(2026, 5, 12, 18, 49, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def frozen_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(upstream_module, "datetime", FrozenDatetime)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({}, None),
+        ({"retry-after-ms": "1500"}, 1500),
+        ({"retry-after-ms": "1500.7"}, 1500),
+        ({"retry-after-ms": "0"}, 0),
+        ({"retry-after-ms": "-5"}, 0),
+        ({"retry-after-ms": "soon"}, None),
+        ({"Retry-After": "2"}, 2000),
+        ({"Retry-After": "0.5"}, 500),
+        ({"Retry-After": "-1"}, 0),
+        ({"retry-after-ms": "250", "Retry-After": "30"}, 250),
+        ({"Retry-After": "Tue, 12 May 2026 18:49:30 GMT"}, 30_000),
+        ({"Retry-After": "Tue, 12 May 2026 18:48:00 GMT"}, 0),
+        ({"Retry-After": "whenever"}, None),
+        ({"Retry-After": ""}, None),
+    ],
+    ids=[
+        "absent",
+        "ms",
+        "ms-fraction",
+        "ms-zero",
+        "ms-negative",
+        "ms-garbage",
+        "seconds",
+        "seconds-fraction",
+        "seconds-negative",
+        "ms-wins-over-seconds",
+        "http-date-future",
+        "http-date-past",
+        "garbage",
+        "empty",
+    ],
+)
+def test_retry_after_is_read_in_milliseconds(
+    frozen_now: None, headers: dict[str, str], expected: int | None
+) -> None:
+    assert parse_retry_after_ms(httpx.Headers(headers)) == expected
+
+
+# --- Upstream: MockTransport -------------------------------------------------------------------
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+@pytest.fixture
+async def make_upstream() -> AsyncIterator[Callable[[Handler], Upstream]]:
+    clients: list[Upstream] = []
+
+    def make(handler: Handler) -> Upstream:
+        client = Upstream(BASE_URL + "/", timeout_ms=1_000, transport=httpx.MockTransport(handler))
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+def respond(status_code: int, body: Any = None, **kwargs: Any) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if body is None:
+            return httpx.Response(status_code, **kwargs)
+        return httpx.Response(status_code, json=body, **kwargs)
+
+    return handler
+
+
+def raise_(exc_type: type[httpx.TransportError]) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc_type("boom", request=request)
+
+    return handler
+
+
+async def test_metadata_returns_the_body_verbatim_and_its_observation(make_upstream: Any) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=UPDATING_BODY)
+
+    body, observation = await make_upstream(handler).metadata("products", api_key=API_KEY)
+    assert body == UPDATING_BODY
+    assert observation.index_status == "updating"
+    (request,) = seen
+    assert request.method == "GET"
+    assert str(request.url) == f"{BASE_URL}/v2/namespaces/products/metadata"
+    assert request.headers["authorization"] == f"Bearer {API_KEY}"
+    assert request.headers["accept"] == "application/json"
+
+
+async def test_metadata_of_an_invalid_namespace_never_reaches_upstream(make_upstream: Any) -> None:
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200, json=QUIET_BODY)
+
+    with pytest.raises(InvalidNamespace):
+        await make_upstream(handler).metadata("../../v1/namespaces", api_key=API_KEY)
+    assert calls == []
+
+
+async def test_metadata_with_unknown_index_status_is_a_bad_response(make_upstream: Any) -> None:
+    body = {**QUIET_BODY, "index": {"status": "rebuilding"}}
+    with pytest.raises(UpstreamBadResponse):
+        await make_upstream(respond(200, body)).metadata("products", api_key=API_KEY)
+
+
+async def test_metadata_without_an_index_is_a_bad_response(make_upstream: Any) -> None:
+    body = {k: v for k, v in QUIET_BODY.items() if k != "index"}
+    with pytest.raises(UpstreamBadResponse):
+        await make_upstream(respond(200, body)).metadata("products", api_key=API_KEY)
+
+
+async def test_non_json_success_body_is_a_bad_response(make_upstream: Any) -> None:
+    handler = respond(200, content=b"<html>gateway</html>", headers={"content-type": "text/html"})
+    with pytest.raises(UpstreamBadResponse, match="not JSON"):
+        await make_upstream(handler).metadata("products", api_key=API_KEY)
+
+
+@pytest.mark.parametrize(
+    ("status_code", "body", "headers", "message", "retry_after_ms"),
+    [
+        (404, {"status": "error", "error": "namespace not found"}, {}, "namespace not found", None),
+        (401, {"error": "invalid api key"}, {}, "invalid api key", None),
+        (429, {"error": "rate limited"}, {"retry-after-ms": "1500"}, "rate limited", 1500),
+        (429, {"error": "slow down"}, {"Retry-After": "3"}, "slow down", 3000),
+        (500, None, {}, "Internal Server Error", None),
+        (503, {"message": "no error key"}, {}, "Service Unavailable", None),
+        (502, ["not", "an", "object"], {}, "Bad Gateway", None),
+    ],
+    ids=["404", "401", "429-ms", "429-seconds", "500-no-body", "503-other-shape", "502-list"],
+)
+async def test_error_status_becomes_upstream_status_error(
+    make_upstream: Any,
+    status_code: int,
+    body: Any,
+    headers: dict[str, str],
+    message: str,
+    retry_after_ms: int | None,
+) -> None:
+    with pytest.raises(UpstreamStatusError) as info:
+        await make_upstream(respond(status_code, body, headers=headers)).metadata(
+            "products", api_key=API_KEY
+        )
+    error = info.value
+    assert error.status_code == status_code
+    assert error.upstream_message == message
+    assert error.retry_after_ms == retry_after_ms
+    assert str(error) == f"upstream answered {status_code}: {message}"
+
+
+async def test_error_status_with_a_text_body_keeps_the_reason_not_the_body(
+    make_upstream: Any,
+) -> None:
+    handler = respond(500, content=b"Traceback (most recent call last): ...")
+    with pytest.raises(UpstreamStatusError) as info:
+        await make_upstream(handler).get_json("/v1/namespaces", api_key=API_KEY)
+    assert info.value.upstream_message == "Internal Server Error"
+
+
+async def test_long_upstream_error_message_is_shortened(make_upstream: Any) -> None:
+    with pytest.raises(UpstreamStatusError) as info:
+        await make_upstream(respond(400, {"error": "x" * 5_000})).get_json("/v1/x", api_key=API_KEY)
+    assert len(info.value.upstream_message) == MAX_ERROR_CHARS
+
+
+@pytest.mark.parametrize(
+    "exc_type",
+    [httpx.ReadTimeout, httpx.ConnectTimeout, httpx.WriteTimeout, httpx.PoolTimeout],
+)
+async def test_timeouts_become_upstream_timeout(
+    make_upstream: Any, exc_type: type[httpx.TransportError]
+) -> None:
+    with pytest.raises(UpstreamTimeout) as info:
+        await make_upstream(raise_(exc_type)).metadata("products", api_key=API_KEY)
+    assert exc_type.__name__ in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+@pytest.mark.parametrize(
+    "exc_type",
+    [httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.NetworkError],
+)
+async def test_connection_failures_become_upstream_unavailable(
+    make_upstream: Any, exc_type: type[httpx.TransportError]
+) -> None:
+    with pytest.raises(UpstreamUnavailable) as info:
+        await make_upstream(raise_(exc_type)).metadata("products", api_key=API_KEY)
+    assert exc_type.__name__ in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        raise_(httpx.ConnectError),
+        raise_(httpx.ReadTimeout),
+        respond(500, {"error": "boom"}),
+        respond(200, content=b"nope"),
+        respond(200, {"index": {}}),
+    ],
+    ids=["unavailable", "timeout", "status", "not-json", "bad-shape"],
+)
+async def test_every_upstream_failure_is_an_upstream_error_without_the_api_key(
+    make_upstream: Any, handler: Handler
+) -> None:
+    with pytest.raises(UpstreamError) as info:
+        await make_upstream(handler).metadata("products", api_key=API_KEY)
+    assert isinstance(info.value, LayerError)
+    assert API_KEY not in str(info.value)
+
+
+async def test_get_json_passes_query_parameters_and_returns_the_response(
+    make_upstream: Any,
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.params["prefix"] == "prod"
+        return httpx.Response(200, json={"namespaces": [{"id": "products"}]})
+
+    body, response = await make_upstream(handler).get_json(
+        "/v1/namespaces", api_key=API_KEY, params={"prefix": "prod"}
+    )
+    assert body == {"namespaces": [{"id": "products"}]}
+    assert response.status_code == 200
+
+
+async def test_request_passes_extra_headers_and_keeps_its_own_authorization(
+    make_upstream: Any,
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["x-extra"] == "1"
+        assert request.headers["authorization"] == f"Bearer {API_KEY}"
+        assert json.loads(request.content) == {"upsert_rows": []}
+        return httpx.Response(202)
+
+    response = await make_upstream(handler).request(
+        "POST",
+        "/v2/namespaces/products",
+        api_key=API_KEY,
+        json={"upsert_rows": []},
+        headers={"x-extra": "1"},
+    )
+    assert response.status_code == 202
+
+
+def test_base_url_trailing_slash_is_dropped() -> None:
+    client = Upstream("https://gcp-us-central1.turbopuffer.com///", timeout_ms=1_000)
+    assert client.base_url == "https://gcp-us-central1.turbopuffer.com"
+
+
+PURE_MODULES = [
+    "layer.upstream",
+    "layer.events",
+    "layer.settings",
+    "layer.ratelimit",
+    "tables.freshness",
+    "tables.snapshots",
+    "tables.schedule",
+]
+
+
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_pure_modules_import_without_building_the_faust_app(module: str) -> None:
+    code = (
+        f"import sys, {module}; "
+        "built = [m for m in ('layer.app', 'tables.faust_tables') if m in sys.modules] "
+        "+ [m for m in sys.modules if m.startswith('agents')]; "
+        "assert not built, built"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
