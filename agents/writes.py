@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from faust.types import EventT
 from pydantic import ValidationError
 
+from agents.batching import take_events
 from agents.dead_letters import dead_letter
 from agents.transitions import apply_transition
 from layer.app import app, topics
@@ -50,7 +51,7 @@ async def coalesce_batch(events: list[EventT]) -> dict[str, tuple[int, int]]:
 @app.agent(topics.writes, name="apply_write_notifications")
 async def apply_write_notifications(stream: AsyncIterator[bytes]) -> None:
     """Mark written namespaces unstable (and due) as soon as their notification arrives."""
-    async for events in stream.take_events(WRITE_BATCH_MAX, within=WRITE_BATCH_WITHIN_S):  # type: ignore[attr-defined]
+    async for events in take_events(stream, WRITE_BATCH_MAX, WRITE_BATCH_WITHIN_S):  # type: ignore[arg-type]
         for namespace, (written_at, partition) in (await coalesce_batch(events)).items():
             await apply_transition(
                 namespace,

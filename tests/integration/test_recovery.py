@@ -78,13 +78,20 @@ async def test_table_is_rebuilt_from_the_changelog_and_no_notification_is_lost(
 
     restarted = cluster.worker("w1", LAYER_SLOW_POLL_INTERVAL_MS="600000",
                                LAYER_POLL_MAX_BACKOFF_MS="600000").start()  # fmt: skip
-    after = await eventually(
-        lambda: (s := _snapshot(restarted, namespaces))
-        and all((s[ns]["last_write_ms"] or 0) >= second_write and s[ns]["is_stable"] for ns in late)
-        and s,
-        30,
-        "the notifications sent while down, applied and caught up",
-    )
+    def caught_up() -> dict[str, dict] | None:
+        states = _snapshot(restarted, namespaces)
+        pending = [
+            (ns, states[ns])
+            for ns in late
+            if (states[ns]["last_write_ms"] or 0) < second_write or not states[ns]["is_stable"]
+        ]
+        caught_up.pending = pending[:3]  # type: ignore[attr-defined]
+        return None if pending else states
+
+    try:
+        after = await eventually(caught_up, 30, "the notifications sent while down to apply")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; still pending: {caught_up.pending}") from None  # type: ignore[attr-defined]
     untouched = namespaces[NAMESPACES // 4 :]
     assert {ns: after[ns] for ns in untouched} == {ns: before[ns] for ns in untouched}
     for ns in late:

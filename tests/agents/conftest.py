@@ -1,0 +1,70 @@
+"""Fixtures for the agent tests: faust's `test_context()` on the real app, with outbound I/O mocked.
+
+The app, its topics and tables are module-level objects (built at import), so every test
+gets them cleaned: empty tables, an empty due schedule, no polls in flight. Nothing here
+talks to Kafka or turbopuffer: `send` of the output topics and upstream `metadata` are
+`AsyncMock`s (faust:docs/userguide/testing.rst, "Testing with pytest").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from unittest.mock import AsyncMock
+
+import faust
+import pytest
+
+from agents.ticks import poller
+from agents.transitions import due_schedule
+from layer.app import app as layer_app
+from layer.app import topics
+from tables.faust_tables import freshness_table, snapshots_table
+
+
+@pytest.fixture
+async def app(
+    stability_send: AsyncMock, dead_letter_send: AsyncMock, upstream_metadata: AsyncMock
+) -> AsyncIterator[faust.App]:
+    """The Layer app, ready for `agent.test_context()` on this test's event loop.
+
+    Depends on the I/O mocks so no test can reach Kafka or upstream by forgetting one.
+    """
+    layer_app.loop = asyncio.get_running_loop()
+    layer_app.finalize()
+    if not str(layer_app.conf.store).startswith("memory:"):  # LAYER_TABLE_STORE may say rocksdb
+        layer_app.conf.store = "memory://"
+    layer_app.flow_control.resume()
+    freshness_table.data.clear()
+    snapshots_table.data.clear()
+    due_schedule.clear()
+    yield layer_app
+    await poller.drain()
+    freshness_table.data.clear()
+    snapshots_table.data.clear()
+    due_schedule.clear()
+
+
+@pytest.fixture
+def stability_send(monkeypatch: pytest.MonkeyPatch) -> AsyncMock:
+    """`topics.stability.send`, recorded instead of produced."""
+    mock = AsyncMock(name="stability.send")
+    monkeypatch.setattr(topics.stability, "send", mock)
+    return mock
+
+
+@pytest.fixture
+def dead_letter_send(monkeypatch: pytest.MonkeyPatch) -> AsyncMock:
+    """`topics.dead_letters.send`, recorded instead of produced."""
+    mock = AsyncMock(name="dead_letters.send")
+    monkeypatch.setattr(topics.dead_letters, "send", mock)
+    return mock
+
+
+@pytest.fixture
+def upstream_metadata(monkeypatch: pytest.MonkeyPatch) -> AsyncMock:
+    """The poller's upstream `metadata` call; set `return_value` or `side_effect` per test."""
+    mock = AsyncMock(name="upstream.metadata")
+    monkeypatch.setattr(poller.upstream, "metadata", mock)
+    return mock
+

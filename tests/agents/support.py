@@ -1,0 +1,82 @@
+"""Helpers shared by the agent tests (scenario builders and waits)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any, Literal
+from unittest.mock import AsyncMock
+
+from layer.app import settings
+from layer.events import partition_for
+from tables.freshness import IndexObservation
+
+#: Upper bound for an effect the agent produces in well under a millisecond.
+EFFECT_TIMEOUT_S = 2.0
+
+#: A Kafka record timestamp (seconds) earlier than every `written_at_ms` the tests use, so
+#: the producer's claim is the effective write time (`effective_write_ms`). `put()` replaces
+#: a falsy timestamp with `time()`, hence not 0.
+EARLY_RECORD_TS = 0.001
+
+
+async def eventually(predicate: Callable[[], Any], what: str) -> Any:
+    """Yield to the agent until `predicate()` is truthy; fail naming `what` on timeout.
+
+    `test_context().put()` returns once the event entered the stream, before the agent body
+    has handled it (and `take_events` waits up to 10 ms to fill a batch), so tests wait for
+    the effect itself, inside the `test_context` block.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + EFFECT_TIMEOUT_S
+    while not (result := predicate()):
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {EFFECT_TIMEOUT_S} s waiting for {what}")
+        await asyncio.sleep(0.001)
+    return result
+
+
+def sent_values(send: AsyncMock) -> list[dict[str, Any]]:
+    """The JSON values a mocked `topic.send` was awaited with, in order."""
+    return [json.loads(call.kwargs["value"]) for call in send.await_args_list]
+
+
+def namespace_in_partition(partition: int, prefix: str = "ns") -> str:
+    """A namespace name whose key falls in `partition` under the producers' partitioner."""
+    for i in range(100_000):
+        name = f"{prefix}-{i}"
+        if partition_for(name, settings.topic_partitions) == partition:
+            return name
+    raise AssertionError(f"no namespace found for partition {partition}")
+
+
+def write(namespace: str, written_at_ms: int) -> bytes:
+    """A `writes` message value."""
+    return json.dumps({"namespace": namespace, "written_at_ms": written_at_ms}).encode()
+
+
+def registration(namespace: str, observed_at_ms: int = 1_000, observation: Any = None) -> bytes:
+    """A `ticks` registration value, with the read's upstream observation if given."""
+    body: dict[str, Any] = {
+        "kind": "register",
+        "namespace": namespace,
+        "observed_at_ms": observed_at_ms,
+    }
+    if observation is not None:
+        body["observation"] = observation
+    return json.dumps(body).encode()
+
+
+def tick(partition: int, issued_at_ms: int = 1_000) -> bytes:
+    """A `ticks` poll tick value for `partition`."""
+    body = {"kind": "tick", "partition": partition, "issued_at_ms": issued_at_ms}
+    return json.dumps(body).encode()
+
+
+def metadata_answer(
+    status: Literal["up-to-date", "updating"] = "up-to-date", **fields: Any
+) -> tuple[dict[str, Any], IndexObservation]:
+    """A return value for the mocked `Upstream.metadata`: `(body, observation)`."""
+    index = {"status": status}
+    return {"index": index, **fields}, IndexObservation(index_status=status, index=index, **fields)

@@ -1,0 +1,244 @@
+"""The ticks agent (`agents.ticks.poll_due_namespaces`): registrations and poll ticks.
+
+Polls run in background tasks (`Poller.start_due`); a test waits for the upstream call,
+then `poller.drain()`, inside the `test_context` block (leaving it cancels the agent).
+"""
+
+from __future__ import annotations
+
+from unittest.mock import AsyncMock
+
+import pytest
+
+from agents.ticks import poll_due_namespaces, poller
+from layer.app import settings, topics
+from layer.clock import now_ms
+from layer.upstream import (
+    UpstreamBadResponse,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from tables.faust_tables import freshness_table, snapshots_table
+from tables.freshness import Freshness, IndexStatus, new_freshness
+
+from .support import (
+    eventually,
+    metadata_answer,
+    namespace_in_partition,
+    registration,
+    sent_values,
+    tick,
+)
+
+pytestmark = pytest.mark.usefixtures("app")
+
+MARGIN = settings.safety_margin_ms
+#: The partition the tests tick, and a namespace that lives there.
+PARTITION = settings.topic_partitions - 1
+NS = namespace_in_partition(PARTITION)
+
+
+async def test_a_registration_creates_an_unknown_row(stability_send: AsyncMock) -> None:
+    async with poll_due_namespaces.test_context() as agent:
+        await agent.put(value=registration("products"), key=b"products")
+        state = await eventually(lambda: freshness_table.get("products"), "the products row")
+
+    assert state == new_freshness("products")
+    assert state.status == IndexStatus.UNKNOWN and state.stable_as_of is None
+    assert state.next_poll_ms == 0, "a registered namespace is due at once"
+    stability_send.assert_not_awaited()
+
+
+async def test_a_registration_of_a_known_namespace_changes_nothing() -> None:
+    known = Freshness(namespace="products", status="stable", stable_as_of=5_000, next_poll_ms=9)
+    freshness_table.data["products"] = known
+
+    async with poll_due_namespaces.test_context() as agent:
+        await agent.put(value=registration("products"), key=b"products")
+        await agent.put(value=registration("sentinel"), key=b"sentinel")
+        await eventually(lambda: freshness_table.get("sentinel"), "the sentinel row")
+
+    assert freshness_table["products"] == known
+
+
+async def test_a_registration_with_an_up_to_date_observation_makes_the_namespace_stable(
+    stability_send: AsyncMock,
+) -> None:
+    observed = {
+        "started_at_ms": 50_000,
+        "index": {"status": "up-to-date"},
+        "approx_row_count": 10,
+        "updated_at": "2025-01-01T00:00:00Z",
+    }
+
+    async with poll_due_namespaces.test_context() as agent:
+        await agent.put(value=registration("products", 51_000, observed), key=b"products")
+        await eventually(lambda: stability_send.await_count, "a stability event")
+
+    state = freshness_table["products"]
+    assert state.status == IndexStatus.STABLE
+    assert state.stable_as_of == 50_000 - MARGIN, "poll start minus the safety margin"
+    assert (state.last_observed_ms, state.approx_row_count) == (50_000, 10)
+    [event] = sent_values(stability_send)
+    assert (event["change"], event["namespace"], event["is_stable"]) == (
+        "became_stable",
+        "products",
+        True,
+    )
+    assert (event["stable_as_of"], event["previous_is_stable"]) == (50_000 - MARGIN, False)
+    [snapshot] = snapshots_table["products"].snapshots
+    assert (snapshot.stable_as_of, snapshot.approx_row_count) == (50_000 - MARGIN, 10)
+
+
+async def test_a_registration_with_an_updating_observation_is_not_stable(
+    stability_send: AsyncMock,
+) -> None:
+    observed = {"started_at_ms": 50_000, "index": {"status": "updating", "unindexed_bytes": 7}}
+
+    async with poll_due_namespaces.test_context() as agent:
+        await agent.put(value=registration("products", 51_000, observed), key=b"products")
+        state = await eventually(lambda: freshness_table.get("products"), "the products row")
+
+    assert state.status == IndexStatus.UPDATING
+    assert state.stable_as_of is None
+    assert state.index == {"status": "updating", "unindexed_bytes": 7}
+    stability_send.assert_not_awaited()
+
+
+async def test_a_registration_whose_observation_is_unreadable_only_registers(
+    stability_send: AsyncMock,
+) -> None:
+    observed = {"started_at_ms": 50_000, "index": {"status": "rebuilding"}}
+
+    async with poll_due_namespaces.test_context() as agent:
+        await agent.put(value=registration("products", 51_000, observed), key=b"products")
+        state = await eventually(lambda: freshness_table.get("products"), "the products row")
+
+    assert state == new_freshness("products"), "an unknown status is no signal, never stable"
+    stability_send.assert_not_awaited()
+
+
+async def test_a_tick_polls_a_due_namespace_and_an_up_to_date_answer_makes_it_stable(
+    upstream_metadata: AsyncMock, stability_send: AsyncMock
+) -> None:
+    freshness_table.data[NS] = new_freshness(NS)
+    upstream_metadata.return_value = metadata_answer("up-to-date", approx_row_count=3)
+
+    async with poll_due_namespaces.test_context() as agent:
+        before = now_ms()
+        await agent.put(value=tick(PARTITION), partition=PARTITION)
+        await eventually(lambda: upstream_metadata.await_count, "the upstream metadata call")
+        await poller.drain()
+        after = now_ms()
+
+    assert upstream_metadata.await_args.args == (NS,)
+    state = freshness_table[NS]
+    assert state.status == IndexStatus.STABLE
+    assert before <= state.last_observed_ms <= after
+    assert state.stable_as_of == state.last_observed_ms - MARGIN
+    assert state.next_poll_ms == state.last_observed_ms + settings.slow_poll_interval_ms
+    assert state.approx_row_count == 3
+    [event] = sent_values(stability_send)
+    assert (event["change"], event["stable_as_of"]) == ("became_stable", state.stable_as_of)
+
+
+async def test_a_registered_namespace_is_polled_on_the_next_tick_of_its_partition(
+    upstream_metadata: AsyncMock,
+) -> None:
+    upstream_metadata.return_value = metadata_answer("updating")
+
+    async with poll_due_namespaces.test_context() as agent:
+        await agent.put(value=registration(NS), key=NS.encode(), partition=PARTITION)
+        await eventually(lambda: freshness_table.get(NS), "the registered row")
+        await agent.put(value=tick(PARTITION), partition=PARTITION)
+        await eventually(lambda: upstream_metadata.await_count, "the upstream metadata call")
+        await poller.drain()
+
+    upstream_metadata.assert_awaited_once()
+    state = freshness_table[NS]
+    assert state.status == IndexStatus.UPDATING
+    assert state.next_poll_ms == state.last_observed_ms + settings.fast_poll_interval_ms
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(UpstreamStatusError(503, "busy"), id="503"),
+        pytest.param(UpstreamTimeout("upstream did not answer in time"), id="timeout"),
+        pytest.param(UpstreamUnavailable("upstream unreachable"), id="unreachable"),
+        pytest.param(UpstreamBadResponse("unknown index status 'weird'"), id="bad-response"),
+    ],
+)
+@pytest.mark.parametrize("status", [IndexStatus.UNKNOWN, IndexStatus.UPDATING])
+async def test_a_failed_poll_records_the_error_and_holds_status_and_watermark(
+    upstream_metadata: AsyncMock,
+    stability_send: AsyncMock,
+    error: UpstreamError,
+    status: IndexStatus,
+) -> None:
+    freshness_table.data[NS] = Freshness(namespace=NS, status=status.value, last_write_ms=1_000)
+    upstream_metadata.side_effect = error
+
+    async with poll_due_namespaces.test_context() as agent:
+        await agent.put(value=tick(PARTITION), partition=PARTITION)
+        await eventually(lambda: upstream_metadata.await_count, "the upstream metadata call")
+        await poller.drain()
+
+    state = freshness_table[NS]
+    assert state.consecutive_errors == 1
+    assert state.last_error == str(error)
+    assert state.status == status, "a failed poll is no signal"
+    assert state.stable_as_of is None and not state.is_stable
+    assert state.next_poll_ms > state.last_poll_ms, "backs off instead of polling at once"
+    stability_send.assert_not_awaited()
+
+
+async def test_a_tick_does_not_poll_namespaces_of_other_partitions_or_not_yet_due(
+    upstream_metadata: AsyncMock,
+) -> None:
+    if settings.topic_partitions < 2:
+        pytest.skip("needs two partitions")
+    elsewhere = namespace_in_partition(0, prefix="other")
+    later = namespace_in_partition(PARTITION, prefix="later")
+    freshness_table.data[elsewhere] = new_freshness(elsewhere)
+    freshness_table.data[later] = Freshness(namespace=later, next_poll_ms=now_ms() + 3_600_000)
+
+    async with poll_due_namespaces.test_context() as agent:
+        await agent.put(value=tick(PARTITION), partition=PARTITION)
+        await agent.put(value=registration("sentinel"), key=b"sentinel")
+        await eventually(lambda: freshness_table.get("sentinel"), "the sentinel row")
+        await poller.drain()
+
+    upstream_metadata.assert_not_awaited()
+
+
+@pytest.mark.parametrize(
+    ("value", "reason_mentions"),
+    [
+        pytest.param(b"{not json", "Invalid JSON", id="malformed-json"),
+        pytest.param(b'{"kind":"tick","issued_at_ms":1}', "partition", id="tick-without-partition"),
+        pytest.param(b'{"kind":"poll","partition":0,"issued_at_ms":1}', "kind", id="unknown-kind"),
+        pytest.param(
+            b'{"kind":"register","namespace":"","observed_at_ms":1}',
+            "namespace",
+            id="empty-namespace",
+        ),
+    ],
+)
+async def test_an_invalid_ticks_message_is_dead_lettered_and_the_agent_keeps_going(
+    dead_letter_send: AsyncMock, upstream_metadata: AsyncMock, value: bytes, reason_mentions: str
+) -> None:
+    async with poll_due_namespaces.test_context() as agent:
+        await agent.put(value=value, key=b"products")
+        await eventually(lambda: dead_letter_send.await_count, "a dead letter")
+        await agent.put(value=registration("products"), key=b"products")
+        await eventually(lambda: freshness_table.get("products"), "the products row")
+
+    dead_letter_send.assert_awaited_once()
+    [letter] = sent_values(dead_letter_send)
+    assert reason_mentions in letter["reason"]
+    assert letter["topic"] == topics.ticks.get_topic_name()
+    assert letter["value"] == value.decode()
+    upstream_metadata.assert_not_awaited()
