@@ -6,11 +6,14 @@ then `poller.drain()`, inside the `test_context` block (leaving it cancels the a
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
 from unittest.mock import AsyncMock
 
 import pytest
 
 from agents.ticks import poll_due_namespaces, poller
+from agents.writes import apply_write_notifications
 from layer.app import settings, topics
 from layer.clock import now_ms
 from layer.upstream import (
@@ -24,12 +27,14 @@ from tables.faust_tables import freshness_table, snapshots_table
 from tables.freshness import Freshness, IndexStatus, new_freshness
 
 from .support import (
+    EARLY_RECORD_TS,
     eventually,
     metadata_answer,
     namespace_in_partition,
     registration,
     sent_values,
     tick,
+    write,
 )
 
 pytestmark = pytest.mark.usefixtures("app")
@@ -242,3 +247,54 @@ async def test_an_invalid_ticks_message_is_dead_lettered_and_the_agent_keeps_goi
     assert letter["topic"] == topics.ticks.get_topic_name()
     assert letter["value"] == value.decode()
     upstream_metadata.assert_not_awaited()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: Poller.start_due drops the due entry of a namespace whose poll is in flight, "
+    "and apply_transition does not reschedule when that poll's (stale) answer changes nothing",
+)
+async def test_a_namespace_made_due_during_its_poll_is_polled_again_after_a_stale_answer(
+    upstream_metadata: AsyncMock,
+) -> None:
+    freshness_table.data[NS] = new_freshness(NS)
+    answer = asyncio.Event()
+
+    async def slow_metadata(namespace: str, **_: Any) -> Any:
+        await answer.wait()
+        return metadata_answer("up-to-date")
+
+    upstream_metadata.side_effect = slow_metadata
+    async with (
+        poll_due_namespaces.test_context() as ticks,
+        apply_write_notifications.test_context() as writes,
+    ):
+        # Poll A starts (at s1) and waits for upstream.
+        await ticks.put(value=tick(PARTITION), partition=PARTITION)
+        await eventually(lambda: upstream_metadata.await_count, "poll A to start")
+        # An HTTP read's observation that started after s1 is applied...
+        s2 = now_ms() + 1_000
+        observed = {"started_at_ms": s2, "index": {"status": "up-to-date"}}
+        await ticks.put(value=registration(NS, s2, observed), key=NS.encode(), partition=PARTITION)
+        await eventually(lambda: freshness_table[NS].last_observed_ms == s2, "the observation")
+        # ...then a write makes the namespace updating and due at once.
+        await writes.put(
+            value=write(NS, s2 + 5), key=NS.encode(), partition=PARTITION, timestamp=EARLY_RECORD_TS
+        )
+        await eventually(lambda: freshness_table[NS].next_poll_ms == 0, "the write")
+        # A tick pops the namespace while poll A is in flight: skipped, entry consumed.
+        await ticks.put(value=tick(PARTITION), partition=PARTITION)
+        await ticks.put(value=registration("sentinel-1"), key=b"sentinel-1")
+        await eventually(lambda: freshness_table.get("sentinel-1"), "the first sentinel")
+        # Poll A answers; its answer is older than the observation: no state change.
+        answer.set()
+        await poller.drain()
+        assert freshness_table[NS].status == IndexStatus.UPDATING
+        assert freshness_table[NS].next_poll_ms == 0, "still due now"
+        # The next tick must poll it.
+        await ticks.put(value=tick(PARTITION), partition=PARTITION)
+        await ticks.put(value=registration("sentinel-2"), key=b"sentinel-2")
+        await eventually(lambda: freshness_table.get("sentinel-2"), "the second sentinel")
+        await poller.drain()
+
+    assert upstream_metadata.await_count == 2, "a due, updating namespace was never polled again"
