@@ -94,6 +94,11 @@ class Poller:
             log.exception("poll of %s failed unexpectedly", namespace)
         finally:
             self._in_flight.discard(namespace)
+            # The tick that started this poll consumed the namespace's schedule entry, and so
+            # may ticks that met it in flight; the result may not have changed the row (a
+            # stale answer), so put it back at whatever time the table now says.
+            if (state := freshness_table.get(namespace)) is not None:
+                due_schedule.schedule(partition, namespace, state.next_poll_ms)
 
     async def _observe(self, namespace: str, started_at: int) -> Any:
         """Call upstream once; return the transition its answer (or failure) means."""

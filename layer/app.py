@@ -49,6 +49,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         # Tansu cannot do transactions, and the transitions are idempotent anyway.
         "processing_guarantee": "at_least_once",
         "table_standby_replicas": 0,
+        "producer_linger": settings.producer_linger_ms / 1000,
         "logging_config": None,
     }
     if settings.broker_profile is BrokerProfile.EMBEDDED:

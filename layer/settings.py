@@ -84,6 +84,14 @@ class Settings(BaseSettings):
         validation_alias=_env("LAYER_TOPIC_REPLICATION"),
         description="Replication factor of the topics Layer creates.",
     )
+    producer_linger_ms: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        validation_alias=_env("LAYER_PRODUCER_LINGER_MS"),
+        description="How long the worker's producer waits to fill a batch (changelog and "
+        "stability events); more batching, more latency.",
+    )
     table_store: str = Field(
         "memory://",
         pattern=r"^(memory|rocksdb)://.*$",

@@ -249,11 +249,6 @@ async def test_an_invalid_ticks_message_is_dead_lettered_and_the_agent_keeps_goi
     upstream_metadata.assert_not_awaited()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Poller.start_due drops the due entry of a namespace whose poll is in flight, "
-    "and apply_transition does not reschedule when that poll's (stale) answer changes nothing",
-)
 async def test_a_namespace_made_due_during_its_poll_is_polled_again_after_a_stale_answer(
     upstream_metadata: AsyncMock,
 ) -> None:
