@@ -24,6 +24,8 @@ __all__ = ["DEV_API_KEY", "DevStack", "DevStackError"]
 
 #: The emulator's default key; public on purpose (it only opens a local emulator).
 DEV_API_KEY = "tpuf-dev-key"
+#: The emulator indexes a write this long after it lands, so `updating` can be seen.
+DEV_INDEX_DELAY_MS = 2000
 #: How long the emulator and the worker get to answer their health checks.
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
@@ -110,7 +112,8 @@ class DevStack:
 
         emulator = self._spawn(
             [sys.executable, "-m", "layer.emulator", "--host", "127.0.0.1",
-             "--port", str(self.emulator_port), "--api-key", DEV_API_KEY],
+             "--port", str(self.emulator_port), "--api-key", DEV_API_KEY,
+             "--index-delay-ms", str(DEV_INDEX_DELAY_MS)],
             "emulator.log",
             dict(os.environ),
         )  # fmt: skip
@@ -162,11 +165,11 @@ class DevStack:
                 f"  Kafka (embedded Tansu broker)         {self.broker_host}:{self.broker_port}",
                 f"  logs                                  {self.data_dir}/",
                 "",
-                "Try it:",
+                "Try it: write to turbopuffer (the emulator), tell Layer, read the freshness:",
                 f"  curl -s -H 'Authorization: Bearer {DEV_API_KEY}' \\",
-                f"    -X POST {layer_url}/v2/namespaces/demo \\",
-                "    -d '{\"upsert_rows\": [{\"id\": 1, \"vector\": [0.1, 0.2], \"title\": \"hello\"}],"
-                " \"distance_metric\": \"cosine_distance\"}'",
+                f"    -X POST http://127.0.0.1:{self.emulator_port}/v2/namespaces/demo \\",
+                "    -d '{\"upsert_rows\": [{\"id\": 1, \"title\": \"hello\"}]}'",
+                "  .venv/bin/layer notify demo --rows 1",
                 f"  curl -s -H 'Authorization: Bearer {DEV_API_KEY}' "
                 f"{layer_url}/v2/namespaces/demo/metadata",
                 "",
