@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections import Counter
-
 from faust.types import EventT
 from pydantic import ValidationError
 
 from layer.app import topics
 from layer.clock import now_ms
 from layer.events import DeadLetter
+from layer.metrics import counters
 
-__all__ = ["dead_letter", "dead_letter_counts"]
+__all__ = ["dead_letter"]
 
 log = logging.getLogger(__name__)
-
-#: Dead letters sent by this worker, per source topic (exported on /metrics-style views).
-dead_letter_counts: Counter[str] = Counter()
 
 
 def _reason(exc: ValidationError) -> str:
@@ -43,7 +39,7 @@ async def dead_letter(event: EventT, exc: ValidationError) -> None:
         dead_lettered_at_ms=now_ms(),
     )
     await topics.dead_letters.send(key=message.key, value=letter.model_dump_json().encode())
-    dead_letter_counts[message.topic] += 1
+    counters["dead_letters_total"] += 1
     log.warning(
         "dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, letter.reason
     )

@@ -22,6 +22,7 @@ from agents.transitions import apply_transition, due_schedule, policy, reload_sc
 from layer.app import app, settings, topics
 from layer.clock import now_ms
 from layer.events import PollTick, Registration, parse_tick_message
+from layer.metrics import counters
 from layer.ratelimit import TokenBucket
 from layer.services import upstream
 from layer.upstream import (
@@ -59,7 +60,6 @@ class Poller:
         self._rate = TokenBucket(max_rps)
         self._in_flight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.polls_started = 0
 
     def start_due(self, partition: int) -> int:
         """Start polls for the due namespaces of `partition`; return how many started."""
@@ -80,7 +80,7 @@ class Poller:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             started += 1
-        self.polls_started += started
+        counters["polls_total"] += started
         return started
 
     async def _poll(self, namespace: str, partition: int) -> None:
@@ -105,10 +105,12 @@ class Poller:
         try:
             _, observation = await self.upstream.metadata(namespace, api_key=self._api_key)
         except UpstreamStatusError as exc:
+            counters["poll_failures_total"] += 1
             if exc.status_code == 429 and exc.retry_after_ms:
                 self._rate.pause(exc.retry_after_ms / 1000)
             return _failure(namespace, str(exc), started_at, exc.retry_after_ms)
         except UpstreamError as exc:
+            counters["poll_failures_total"] += 1
             return _failure(namespace, str(exc), started_at, None)
         return _success(namespace, observation, started_at)
 
@@ -169,6 +171,7 @@ async def handle_tick_event(event: EventT) -> None:
         return
     partition = event.message.partition
     if isinstance(message, Registration):
+        counters["registrations_total"] += 1
         await apply_transition(message.namespace, partition, _registration(message))
     else:
         poller.start_due(partition)

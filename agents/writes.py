@@ -17,6 +17,7 @@ from agents.dead_letters import dead_letter
 from agents.transitions import apply_transition
 from layer.app import app, topics
 from layer.events import parse_write_notification
+from layer.metrics import counters
 from tables.freshness import effective_write_ms, on_write
 
 __all__ = ["WRITE_BATCH_MAX", "WRITE_BATCH_WITHIN_S", "apply_write_notifications"]
@@ -33,6 +34,7 @@ async def coalesce_batch(events: list[EventT]) -> dict[str, tuple[int, int]]:
     Invalid messages are dead-lettered on the way.
     """
     latest: dict[str, tuple[int, int]] = {}
+    counters["write_batches_total"] += 1
     for event in events:
         message = event.message
         try:
@@ -40,6 +42,7 @@ async def coalesce_batch(events: list[EventT]) -> dict[str, tuple[int, int]]:
         except ValidationError as exc:
             await dead_letter(event, exc)
             continue
+        counters["write_notifications_total"] += 1
         record_ms = int(message.timestamp * 1000) if message.timestamp else None
         written_at = effective_write_ms(note.written_at_ms, record_ms)
         seen = latest.get(note.namespace)

@@ -6,6 +6,7 @@ import agents.ticks  # noqa: F401  (registers the watcher)
 import agents.writes  # noqa: F401  (registers the writes agent)
 import api.health  # noqa: F401
 import api.metadata  # noqa: F401
+import api.metrics  # noqa: F401
 import api.server  # noqa: F401  (middlewares: errors, auth)
 from layer.app import app
 
