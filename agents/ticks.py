@@ -21,7 +21,7 @@ from agents.dead_letters import dead_letter
 from agents.transitions import apply_transition, due_schedule, policy, reload_schedule
 from layer.app import app, settings, topics
 from layer.clock import now_ms
-from layer.events import PollTick, Registration, parse_tick_message
+from layer.events import CacheActivity, PollTick, Registration, parse_tick_message
 from layer.metrics import counters
 from layer.ratelimit import TokenBucket
 from layer.services import upstream
@@ -37,6 +37,7 @@ from tables.freshness import (
     Freshness,
     IndexObservation,
     new_freshness,
+    on_cache_activity,
     on_poll,
     on_poll_failure,
 )
@@ -170,7 +171,12 @@ async def handle_tick_event(event: EventT) -> None:
         await dead_letter(event, exc)
         return
     partition = event.message.partition
-    if isinstance(message, Registration):
+    if isinstance(message, CacheActivity):
+        namespace, at_ms = message.namespace, message.at_ms
+        await apply_transition(
+            namespace, partition, lambda prev: on_cache_activity(prev, namespace, at_ms)
+        )
+    elif isinstance(message, Registration):
         counters["registrations_total"] += 1
         await apply_transition(message.namespace, partition, _registration(message))
     else:

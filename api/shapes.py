@@ -1,45 +1,105 @@
 """Pure response shaping: one function per body, shared by every view that shows it.
 
-`layer_block` is the only place the `layer` object of a namespace is built, so the
-metadata route and the listing can never disagree about "since when" a namespace is stable.
+`layer_block` is the only place a namespace's freshness signals are read off its record,
+so the metadata route and the listing can never disagree about "since when" a namespace is
+stable (they both show the watcher's watermark, never the time of this request).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from tables.freshness import Freshness, IndexStatus
+from api.models import (
+    CacheState,
+    LayerBlock,
+    MetadataResponse,
+    NamespaceRow,
+    SnapshotBody,
+    SnapshotPage,
+)
+from tables.freshness import CacheTemperature, Freshness, IndexStatus
+from tables.snapshots import Snapshot, SnapshotHistory
 
-__all__ = ["layer_block", "metadata_body"]
+__all__ = ["layer_block", "listing_row", "metadata_body", "snapshot_body", "snapshot_page"]
 
 
-def layer_block(state: Freshness | None) -> dict[str, Any]:
-    """The `layer` object of a namespace.
-
-    - `stable_as_of`: epoch ms of the latest moment the index was observed caught up;
-      null before the watcher has observed the namespace stable (cold start).
-    - `is_stable`: the latest poll saw `up-to-date` and no write is known after it;
-      false on cold start.
-    - `status`: `unknown` | `updating` | `stable`; `last_write_ms`, `last_poll_ms`: null
-      when not seen yet.
-    """
+def layer_block(state: Freshness | None, temperature: CacheTemperature) -> LayerBlock:
+    """The `layer` object of a namespace (`None`: Layer has not seen it yet, a cold start)."""
     if state is None:
-        return {
-            "stable_as_of": None,
-            "is_stable": False,
-            "status": IndexStatus.UNKNOWN.value,
-            "last_write_ms": None,
-            "last_poll_ms": None,
-        }
-    return {
-        "stable_as_of": state.stable_as_of,
-        "is_stable": state.is_stable,
-        "status": state.status,
-        "last_write_ms": state.last_write_ms,
-        "last_poll_ms": state.last_poll_ms,
-    }
+        return LayerBlock(
+            stable_as_of=None,
+            is_stable=False,
+            status=IndexStatus.UNKNOWN.value,
+            last_write_ms=None,
+            last_poll_ms=None,
+            cache_state=temperature,
+        )
+    return LayerBlock(
+        stable_as_of=state.stable_as_of,
+        is_stable=state.is_stable,
+        status=state.status,  # type: ignore[arg-type]
+        last_write_ms=state.last_write_ms,
+        last_poll_ms=state.last_poll_ms,
+        cache_state=temperature,
+    )
 
 
-def metadata_body(upstream_body: dict[str, Any], state: Freshness | None) -> dict[str, Any]:
+def metadata_body(upstream_body: dict[str, Any], block: LayerBlock) -> MetadataResponse:
     """Upstream's metadata verbatim (unknown fields too) plus the `layer` object."""
-    return {**upstream_body, "layer": layer_block(state)}
+    return MetadataResponse(**{**upstream_body, "layer": block})
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def listing_row(
+    name: str,
+    upstream_body: dict[str, Any] | None,
+    block: LayerBlock,
+    *,
+    warm_inflight: bool,
+    metadata_error: str | None = None,
+) -> NamespaceRow:
+    """One listing row. Counts come from this request's upstream metadata (None when that
+    call failed); freshness is the same `layer` block `/metadata` shows.
+    `shadow` and `labels` pass through from upstream metadata when it has them."""
+    body = upstream_body or {}
+    labels = body.get("labels")
+    return NamespaceRow(
+        name=name,
+        row_count=_int_or_none(body.get("approx_row_count")),
+        size_bytes=_int_or_none(body.get("approx_logical_bytes")),
+        stable_as_of_ms=block.stable_as_of,
+        is_stable=block.is_stable,
+        cache_state=CacheState(state=block.cache_state, warm_inflight=warm_inflight),
+        last_write_ms=block.last_write_ms,
+        shadow=body.get("shadow") is True,
+        labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {},
+        metadata_error=metadata_error,
+    )
+
+
+def snapshot_body(snapshot: Snapshot) -> SnapshotBody:
+    return SnapshotBody(
+        stable_as_of=snapshot.stable_as_of,
+        approx_row_count=snapshot.approx_row_count,
+        approx_logical_bytes=snapshot.approx_logical_bytes,
+        updated_at=snapshot.updated_at,
+    )
+
+
+def snapshot_page(
+    namespace: str, history: SnapshotHistory | None, *, limit: int, before: int | None
+) -> SnapshotPage:
+    """Snapshots newest first, those strictly older than `before` when given."""
+    snapshots = list(history.snapshots) if history is not None else []
+    if before is not None:
+        snapshots = [s for s in snapshots if s.stable_as_of < before]
+    page = snapshots[:limit]
+    more = len(snapshots) > limit
+    return SnapshotPage(
+        namespace=namespace,
+        snapshots=[snapshot_body(s) for s in page],
+        next_before=page[-1].stable_as_of if more and page else None,
+    )

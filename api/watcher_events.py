@@ -12,24 +12,24 @@ from typing import Any
 
 from layer.app import settings, topics
 from layer.clock import now_ms
-from layer.events import ObservedIndex, Registration
+from layer.events import CacheActivity, ObservedIndex, Registration
 from tables.freshness import Freshness, IndexObservation, read_observation_is_news
 
-__all__ = ["register_read"]
+__all__ = ["record_cache_activity", "register_read"]
 
-#: (namespace, observed status) → monotonic time last sent. Reads polling a namespace that
+#: (namespace, news) → monotonic time last sent. Reads polling a namespace that
 #: is not yet registered would otherwise each send an event until the first one lands.
 _recently_sent: dict[tuple[str, str | None], float] = {}
 #: Entries kept at most; the map is a throttle, not state, so forgetting is harmless.
 _RECENTLY_SENT_MAX = 10_000
 
 
-def _throttled(namespace: str, status: str | None) -> bool:
-    """True if the same news about `namespace` was sent within the fast poll interval."""
+def _throttled(namespace: str, news: str | None, interval_ms: int) -> bool:
+    """True if the same news about `namespace` was sent within `interval_ms`."""
     now = time.monotonic()
-    key = (namespace, status)
+    key = (namespace, news)
     last = _recently_sent.get(key)
-    if last is not None and now - last < settings.fast_poll_interval_ms / 1000:
+    if last is not None and now - last < interval_ms / 1000:
         return True
     if len(_recently_sent) >= _RECENTLY_SENT_MAX:
         _recently_sent.clear()
@@ -59,7 +59,21 @@ async def register_read(
         )
     else:
         return
-    if _throttled(namespace, observation.index_status if observation else None):
+    status = observation.index_status if observation else None
+    if _throttled(namespace, status, settings.fast_poll_interval_ms):
         return
     message = Registration(namespace=namespace, observed_at_ms=now_ms(), observation=observed)
+    await topics.ticks.send(key=namespace.encode(), value=message.model_dump_json().encode())
+
+
+#: Cache activity is worth an event at most this often per namespace: the temperature window
+#: is minutes long, a query-heavy namespace must not send an event per query.
+CACHE_ACTIVITY_EVERY_MS = 5_000
+
+
+async def record_cache_activity(namespace: str) -> None:
+    """Tell the watcher a cache warm or a query on `namespace` just succeeded upstream."""
+    if _throttled(namespace, "cache", CACHE_ACTIVITY_EVERY_MS):
+        return
+    message = CacheActivity(namespace=namespace, at_ms=now_ms())
     await topics.ticks.send(key=namespace.encode(), value=message.model_dump_json().encode())

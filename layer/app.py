@@ -48,7 +48,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "topic_replication_factor": settings.topic_replication,
         # Tansu cannot do transactions, and the transitions are idempotent anyway.
         "processing_guarantee": "at_least_once",
-        "table_standby_replicas": 0,
+        "table_standby_replicas": settings.table_standby_replicas,
         "producer_linger": settings.producer_linger_ms / 1000,
         "logging_config": None,
     }

@@ -20,8 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
     "NAMESPACE_PATTERN",
+    "CacheActivity",
     "DeadLetter",
     "Namespace",
+    "ObservedIndex",
     "PollTick",
     "Registration",
     "StabilityChange",
@@ -97,8 +99,17 @@ class Registration(_Event):
     observation: ObservedIndex | None = None
 
 
-TickMessage = Annotated[PollTick | Registration, Field(discriminator="kind")]
-_tick_adapter: TypeAdapter[PollTick | Registration] = TypeAdapter(TickMessage)
+class CacheActivity(_Event):
+    """`{prefix}.ticks`, kind `cache`: a cache warm or a query succeeded upstream. Key: namespace."""
+
+    version: Literal[1] = 1
+    kind: Literal["cache"] = "cache"
+    namespace: Namespace
+    at_ms: EpochMs
+
+
+TickMessage = Annotated[PollTick | Registration | CacheActivity, Field(discriminator="kind")]
+_tick_adapter: TypeAdapter[PollTick | Registration | CacheActivity] = TypeAdapter(TickMessage)
 
 
 class StabilityChange(_Event):
@@ -148,6 +159,6 @@ def parse_write_notification(raw: bytes | None) -> WriteNotification:
     return WriteNotification.model_validate_json(raw or b"")
 
 
-def parse_tick_message(raw: bytes | None) -> PollTick | Registration:
+def parse_tick_message(raw: bytes | None) -> PollTick | Registration | CacheActivity:
     """Validate a `ticks` message (raises pydantic.ValidationError with the reason)."""
     return _tick_adapter.validate_json(raw or b"")

@@ -161,6 +161,34 @@ class Settings(BaseSettings):
         validation_alias=_env("LAYER_DEV_EMULATOR_PORT"),
         description="`layer dev` only: port of the turbopuffer emulator it starts.",
     )
+    cache_warm_window_ms: PositiveMs = Field(
+        600_000,
+        validation_alias=_env("LAYER_CACHE_WARM_WINDOW_MS"),
+        description="A namespace's `cache_state` is `warm` this long after a successful warm "
+        "or proxied query, `cold` after.",
+    )
+    namespace_list_concurrency: int = Field(
+        16,
+        ge=1,
+        le=256,
+        validation_alias=_env("LAYER_LIST_METADATA_CONCURRENCY"),
+        description="Per-row upstream metadata calls in flight for one namespace listing.",
+    )
+    rate_limit_rps: float = Field(
+        0.0,
+        ge=0,
+        validation_alias=_env("LAYER_RATE_LIMIT_RPS"),
+        description="Requests per second allowed per API key (burst: one second's worth); "
+        "0 disables the limit.",
+    )
+    table_standby_replicas: int = Field(
+        1,
+        ge=0,
+        le=64,
+        validation_alias=_env("LAYER_TABLE_STANDBY_REPLICAS"),
+        description="Standby copies of each table partition on other workers; set it to the "
+        "number of workers - 1 so every worker answers every read from its own replica.",
+    )
     namespace_list_cache_ttl_ms: int = Field(
         10_000,
         ge=0,

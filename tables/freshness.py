@@ -27,14 +27,17 @@ from typing import Any, Literal
 import faust
 
 __all__ = [
+    "CacheTemperature",
     "ChangeKind",
     "Freshness",
     "IndexObservation",
     "IndexStatus",
     "WatcherPolicy",
     "effective_write_ms",
+    "cache_temperature",
     "is_due",
     "new_freshness",
+    "on_cache_activity",
     "on_poll",
     "on_poll_failure",
     "on_write",
@@ -103,6 +106,8 @@ class Freshness(faust.Record, serializer="json", namespace="layer.Freshness"):
     approx_row_count: int | None = None
     approx_logical_bytes: int | None = None
     updated_at: str | None = None
+    #: Latest successful cache warm or proxied query (upstream cache activity); None: never.
+    last_cache_activity_ms: int | None = None
 
     @property
     def is_stable(self) -> bool:
@@ -260,3 +265,21 @@ def read_observation_is_news(state: Freshness | None, observation: IndexObservat
     if state is None:
         return True
     return state.is_stable != (observation.index_status == "up-to-date")
+
+
+CacheTemperature = Literal["warm", "cold", "unknown"]
+
+
+def on_cache_activity(prev: Freshness | None, namespace: str, at_ms: int) -> Freshness:
+    """Record a successful cache warm or proxied query at `at_ms` (only moves forward)."""
+    state = prev if prev is not None else new_freshness(namespace)
+    if state.last_cache_activity_ms is not None and at_ms <= state.last_cache_activity_ms:
+        return state
+    return _replace(state, last_cache_activity_ms=at_ms)
+
+
+def cache_temperature(state: Freshness | None, *, now_ms: int, window_ms: int) -> CacheTemperature:
+    """`warm` within `window_ms` of the latest cache activity, `cold` after, `unknown` if none."""
+    if state is None or state.last_cache_activity_ms is None:
+        return "unknown"
+    return "warm" if now_ms - state.last_cache_activity_ms <= window_ms else "cold"

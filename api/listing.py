@@ -1,0 +1,166 @@
+"""`GET /v2/namespaces`: the enriched namespace listing, and `POST …/{namespace}/warm`.
+
+The listing pages upstream's namespace list (`prefix`, `cursor`, `page_size` 1-1000,
+default 100; anything else is a 400, never a silent clamp) and enriches each row with its
+metadata (one upstream call per row, `LAYER_LIST_METADATA_CONCURRENCY` in flight) and the
+same `layer` block `/metadata` shows. A row whose metadata call fails keeps its place with
+a short `metadata_error`: the list stays complete. Answers are cached for
+`NAMESPACE_LIST_CACHE_TTL_MS`, keyed by the query *and the caller's credential*, so one key
+never sees a list fetched with another. With `Prefer: respond-async` an uncached listing
+runs as an operation (202 + Location); a cached one is answered at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web as aiohttp_web
+from faust import web
+
+from api.auth import Credential, credential_of
+from api.cache import TtlCache
+from api.errors import ApiError
+from api.http import model_response, query_int
+from api.metadata import local_block, observe_namespace
+from api.models import LayerBlock, NamespaceListing, NamespaceRow, WarmAccepted
+from api.operations import accepted_response, operations, prefers_async
+from api.replica import get_from_owner, holds_namespace, owner_url
+from api.shapes import listing_row
+from api.watcher_events import record_cache_activity
+from layer.app import app, settings
+from layer.errors import LayerError
+from layer.events import NAMESPACE_PATTERN
+from layer.services import upstream
+from layer.upstream import MAX_ERROR_CHARS, validate_namespace
+
+__all__ = ["NamespaceList", "WarmNamespace"]
+
+#: turbopuffer's list page limits (REFERENCE §4).
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+#: A cursor is opaque, but not unbounded: it goes into an upstream URL.
+MAX_CURSOR_CHARS = 2048
+_prefix_re = re.compile(NAMESPACE_PATTERN.replace("{1,128}", "{0,128}"))
+
+#: Namespaces this worker is warming right now (the `warm_inflight` of their rows).
+_warming: set[str] = set()
+
+
+@dataclass(frozen=True, slots=True)
+class ListingQuery:
+    prefix: str
+    cursor: str
+    page_size: int
+
+    @classmethod
+    def from_request(cls, request: aiohttp_web.Request) -> ListingQuery:
+        prefix = request.query.get("prefix", "")
+        if not _prefix_re.fullmatch(prefix):
+            raise ApiError(400, "query parameter prefix may only hold A-Z, a-z, 0-9, '-', '_', '.'")
+        cursor = request.query.get("cursor", "")
+        if len(cursor) > MAX_CURSOR_CHARS:
+            raise ApiError(400, "query parameter cursor is too long")
+        page_size = query_int(
+            request, "page_size", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE
+        )
+        assert page_size is not None
+        return cls(prefix=prefix, cursor=cursor, page_size=page_size)
+
+    def upstream_params(self) -> dict[str, str]:
+        params = {"page_size": str(self.page_size)}
+        if self.prefix:
+            params["prefix"] = self.prefix
+        if self.cursor:
+            params["cursor"] = self.cursor
+        return params
+
+
+listing_cache: TtlCache[tuple[str, ListingQuery], NamespaceListing] = TtlCache(
+    ttl_ms=settings.namespace_list_cache_ttl_ms
+)
+
+
+def _short(exc: Exception) -> str:
+    """A row's metadata error: one line, bounded, never an upstream body."""
+    return str(exc).splitlines()[0][:MAX_ERROR_CHARS] if str(exc) else type(exc).__name__
+
+
+async def _row(name: str, credential: Credential, authorization: str, slots: asyncio.Semaphore) -> NamespaceRow:
+    async with slots:
+        try:
+            owner = None if holds_namespace(name) else owner_url(name)
+            if owner is None:
+                body, block = await observe_namespace(name, credential)
+            else:
+                remote: dict[str, Any] = await get_from_owner(
+                    owner, f"/v2/namespaces/{name}/metadata", authorization
+                )
+                block = LayerBlock.model_validate(remote.pop("layer"))
+                body = remote
+        except (LayerError, ValueError, KeyError) as exc:
+            return listing_row(
+                name, None, local_block(name), warm_inflight=name in _warming,
+                metadata_error=_short(exc),
+            )  # fmt: skip
+    return listing_row(name, body, block, warm_inflight=name in _warming)
+
+
+async def build_listing(query: ListingQuery, credential: Credential, authorization: str) -> NamespaceListing:
+    """Fetch one upstream page, enrich every row, cache the answer."""
+    page, _ = await upstream.get_json(
+        "/v1/namespaces", api_key=credential.upstream_key, params=query.upstream_params()
+    )
+    if not isinstance(page, dict) or not isinstance(page.get("namespaces"), list):
+        raise ApiError(502, "upstream namespace list has an unexpected shape")
+    names = [str(row["id"]) for row in page["namespaces"] if isinstance(row, dict) and "id" in row]
+    slots = asyncio.Semaphore(settings.namespace_list_concurrency)
+    rows = await asyncio.gather(*(_row(name, credential, authorization, slots) for name in names))
+    next_cursor = page.get("next_cursor")
+    listing = NamespaceListing(
+        namespaces=list(rows), next_cursor=next_cursor if isinstance(next_cursor, str) else None
+    )
+    listing_cache.put((credential.identity, query), listing)
+    return listing
+
+
+@app.page("/v2/namespaces")
+class NamespaceList(web.View):
+    """The dashboard's inventory: upstream's list, each row with freshness and cache signals."""
+
+    async def get(self, request: web.Request) -> web.Response:
+        query = ListingQuery.from_request(request)
+        credential = credential_of(request)
+        cached = listing_cache.get((credential.identity, query))
+        if cached is not None:
+            return model_response(cached)
+        authorization = request.headers.get("Authorization", "")
+        if prefers_async(request):
+            operation = operations.start(
+                lambda: build_listing(query, credential, authorization), credential.identity
+            )
+            return accepted_response(operation)
+        return model_response(await build_listing(query, credential, authorization))
+
+
+@app.page("/v2/namespaces/{namespace}/warm")
+class WarmNamespace(web.View):
+    """Ask upstream to warm the namespace's cache (`hint_cache_warm`)."""
+
+    async def post(self, request: web.Request, namespace: str) -> web.Response:
+        validate_namespace(namespace)
+        _warming.add(namespace)
+        try:
+            body, _ = await upstream.get_json(
+                f"/v1/namespaces/{namespace}/hint_cache_warm",
+                api_key=credential_of(request).upstream_key,
+            )
+        finally:
+            _warming.discard(namespace)
+        await record_cache_activity(namespace)
+        message = body.get("message") if isinstance(body, dict) else None
+        return model_response(
+            WarmAccepted(message=str(message or "cache warm hint accepted")), status=202
+        )

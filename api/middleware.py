@@ -1,0 +1,66 @@
+"""Conventions every route follows, as aiohttp middlewares (installed by api/server.py).
+
+- `rate_limit_middleware`: per-credential request rate (`LAYER_RATE_LIMIT_RPS`, off by
+  default) → 429 with `Retry-After`.
+- `compression_middleware`: a response is gzip-compressed only when the client's
+  `Accept-Encoding` asks for it (turbopuffer's clients turn compression off by default:
+  they are CPU-bound, not bandwidth-bound) and the body is worth it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from aiohttp import web
+from aiohttp.web import ContentCoding
+
+from api.auth import PUBLIC_PATHS, credential_of
+from api.errors import ApiError, Handler
+from layer.ratelimit import TokenBucket
+from layer.settings import Settings
+
+__all__ = ["compression_middleware", "rate_limit_middleware"]
+
+#: Bodies smaller than this are sent as they are: gzip would cost more than it saves.
+MIN_COMPRESS_BYTES = 1024
+#: Buckets kept at most (one per credential); the oldest are forgotten first.
+MAX_BUCKETS = 100_000
+
+
+def rate_limit_middleware(settings: Settings) -> Handler:
+    buckets: dict[str, TokenBucket] = {}
+    rate = settings.rate_limit_rps
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if rate <= 0 or request.path in PUBLIC_PATHS:
+            return await handler(request)
+        identity = credential_of(request).identity
+        bucket = buckets.get(identity)
+        if bucket is None:
+            if len(buckets) >= MAX_BUCKETS:
+                buckets.pop(next(iter(buckets)))
+            bucket = buckets[identity] = TokenBucket(rate)
+        if (wait_s := bucket.try_acquire()) > 0:
+            raise ApiError(
+                429, "rate limit exceeded for this API key", {"Retry-After": str(math.ceil(wait_s))}
+            )
+        return await handler(request)
+
+    return middleware  # type: ignore[return-value]
+
+
+@web.middleware
+async def compression_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    accepts_gzip = "gzip" in request.headers.get("Accept-Encoding", "").lower()
+    if (
+        accepts_gzip
+        and isinstance(response, web.Response)
+        and not response.prepared
+        and "Content-Encoding" not in response.headers
+        and response.body is not None
+        and len(response.body) >= MIN_COMPRESS_BYTES  # type: ignore[arg-type]
+    ):
+        response.enable_compression(ContentCoding.gzip)
+    return response

@@ -1,0 +1,407 @@
+"""Shared pieces of the pipeline benchmarks: broker, emulator and worker processes, Kafka
+helpers, statistics, machine info and py-spy profiles.
+
+Every benchmark prints the machine, its settings and its figures. Nothing here asserts on
+time: these are measurements, not tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from layer.embedded_broker import EmbeddedBroker, free_port  # noqa: E402
+
+__all__ = [
+    "API_KEY",
+    "EmbeddedBroker",
+    "EmulatorProcess",
+    "WorkerProcess",
+    "base_env",
+    "create_topics",
+    "machine_info",
+    "percentiles",
+    "print_header",
+    "profile_worker",
+    "run_dir",
+]
+
+API_KEY = "tpuf-bench-key"
+PY_SPY = os.environ.get("PY_SPY", "/tmp/probe/bin/py-spy")
+
+
+# ---------------------------------------------------------------- machine and output
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def machine_info() -> dict[str, Any]:
+    versions = {}
+    for package in ("faust-streaming", "aiokafka", "mode-streaming", "aiohttp", "httpx", "pydantic", "orjson"):
+        try:
+            versions[package] = importlib_metadata.version(package)
+        except importlib_metadata.PackageNotFoundError:
+            versions[package] = None
+    cpu_model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_total = "?"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_total = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    dirty = _git("status", "--porcelain", "--", "agents", "tables", "layer", "api")
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "mem_total": mem_total,
+        "loadavg_1_5_15": os.getloadavg(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "git_head": _git("rev-parse", "--short", "HEAD"),
+        "app_code_dirty": bool(dirty),
+    }
+
+
+def print_header(title: str, settings: dict[str, Any]) -> None:
+    print(f"=== {title} ===")
+    print("machine: " + json.dumps(machine_info()))
+    print("settings: " + json.dumps(settings, default=str))
+    sys.stdout.flush()
+
+
+def percentiles(values: Sequence[float], points: Iterable[int] = (50, 90, 99)) -> dict[str, float]:
+    """Nearest-rank percentiles plus min/max/mean/n (empty input: n=0 only)."""
+    if not values:
+        return {"n": 0}
+    ordered = sorted(values)
+    out: dict[str, float] = {"n": len(ordered), "min": ordered[0]}
+    for p in points:
+        rank = max(1, -(-p * len(ordered) // 100))  # ceil(p/100 * n), nearest rank
+        out[f"p{p}"] = ordered[min(len(ordered), rank) - 1]
+    out["max"] = ordered[-1]
+    out["mean"] = statistics.fmean(ordered)
+    return {k: round(v, 2) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def run_dir(name: str) -> Path:
+    path = Path(os.environ.get("BENCH_RUN_ROOT", "/tmp/layer-bench")) / f"{name}-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def wait_until(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
+
+
+# ---------------------------------------------------------------- processes
+
+
+class EmulatorProcess:
+    """The turbopuffer emulator in its own process (as tests/integration/conftest.py)."""
+
+    def __init__(self, log_path: Path, *extra_args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [sys.executable, "-m", "layer.emulator", "--port", str(self.port),
+                "--api-key", API_KEY, *extra_args]  # fmt: skip
+        self.process = subprocess.Popen(
+            argv, cwd=ROOT, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT  # noqa: SIM115
+        )
+        self.client = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+        )
+        wait_until(self._answers, 30, "the emulator to answer")
+
+    def _answers(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the emulator exited with {self.process.returncode}")
+        try:
+            return self.client.get("/_emulator/stats").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        response = self.client.request(method, f"/_emulator{path}", json=body)
+        response.raise_for_status()
+        return response.json()
+
+    def write(self, namespace: str, rows: int = 1) -> None:
+        response = self.client.post(
+            f"/v2/namespaces/{namespace}",
+            json={"upsert_rows": [{"id": i, "v": i} for i in range(rows)]},
+        )
+        response.raise_for_status()
+
+    async def create_namespaces(self, namespaces: Sequence[str], concurrency: int = 32) -> None:
+        """One small write per namespace (the emulator creates it), `concurrency` at a time."""
+        async with httpx.AsyncClient(
+            base_url=self.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+        ) as client:
+            queue = list(namespaces)
+
+            async def run() -> None:
+                while queue:
+                    ns = queue.pop()
+                    r = await client.post(f"/v2/namespaces/{ns}", json={"upsert_rows": [{"id": 1}]})
+                    r.raise_for_status()
+
+            await asyncio.gather(*(run() for _ in range(concurrency)))
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.control("GET", "/stats")
+        return result
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def base_env(broker: EmbeddedBroker, emulator: EmulatorProcess | None, **overrides: str) -> dict[str, str]:
+    """Environment of a worker: a fresh app id/topic prefix, the embedded profile, overrides."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("LAYER_", "TURBOPUFFER_", "NAMESPACE_LIST"))
+    }
+    app_id = f"layer-bench-{uuid.uuid4().hex[:8]}"
+    env.update(
+        LAYER_APP_ID=app_id,
+        LAYER_TOPIC_PREFIX=app_id,
+        LAYER_KAFKA_BROKER=broker.url,
+        LAYER_BROKER_PROFILE="embedded",
+        TURBOPUFFER_BASE_URL=emulator.url if emulator else "http://127.0.0.1:9",
+        TURBOPUFFER_API_KEY=API_KEY,
+        LAYER_LOG_LEVEL="warning",
+    )
+    env.update(overrides)
+    return env
+
+
+class WorkerProcess:
+    """One `python -m layer worker` with its own port and data dir."""
+
+    def __init__(self, env: dict[str, str], data_dir: Path, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.env = {**env, "LAYER_PORT": str(self.port), "LAYER_DATA_DIR": str(data_dir)}
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=15
+        )
+        self.started_at = 0.0
+        self.ready_at = 0.0
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def spawn(self) -> WorkerProcess:
+        self.started_at = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "layer", "worker"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=open(self.log_path, "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def wait_ready(self, timeout_s: float = 120, interval_s: float = 0.02) -> float:
+        """Wait for /readyz 200; return seconds since spawn."""
+        wait_until(self.is_ready, timeout_s, f"worker on {self.url} to be ready", interval_s)
+        self.ready_at = time.monotonic()
+        return self.ready_at - self.started_at
+
+    def start(self, timeout_s: float = 120) -> WorkerProcess:
+        self.spawn()
+        self.wait_ready(timeout_s)
+        return self
+
+    def is_ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"worker exited with {self.process.returncode}:\n{tail}")
+        try:
+            return self.http.get("/readyz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def metrics(self) -> dict[str, float]:
+        text = self.http.get("/metrics").text
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name.removeprefix("layer_")] = float(value)
+        return out
+
+    def rss_kb(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def close(self) -> None:
+        self.stop(signal.SIGKILL)
+        self.http.close()
+
+
+# ---------------------------------------------------------------- Kafka
+
+
+async def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:
+    """Create topics (the worker would create them at start; a pre-filled one must exist first)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(name=n, num_partitions=partitions, replication_factor=1) for n in names]
+        )
+    finally:
+        await admin.close()
+
+
+def notification(namespace: str, written_at_ms: int) -> bytes:
+    return json.dumps(
+        {"version": 1, "namespace": namespace, "written_at_ms": written_at_ms},
+        separators=(",", ":"),
+    ).encode()
+
+
+# ---------------------------------------------------------------- profiles
+
+
+def profile_worker(pid: int, seconds: float, out: Path, rate: int = 100) -> subprocess.Popen[bytes] | None:
+    """Start `py-spy record` on `pid` for `seconds` (raw collapsed stacks into `out`)."""
+    if not Path(PY_SPY).exists():
+        print(f"profile: {PY_SPY} not found, no profile")
+        return None
+    return subprocess.Popen(
+        [PY_SPY, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", str(rate),
+         "--format", "raw", "-o", str(out), "--nonblocking"],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
+
+
+def _short(frame: str) -> str:
+    m = _FRAME.match(frame)
+    if not m:
+        return frame
+    path = m.group("file")
+    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{m.group('func')} ({path})"
+
+
+def summarize_profile(path: Path, top: int = 25) -> str:
+    """Top functions by inclusive ('total') and exclusive ('self') share of samples."""
+    if not path.exists():
+        return f"(no profile at {path})"
+    total = 0
+    inclusive: collections.Counter[str] = collections.Counter()
+    exclusive: collections.Counter[str] = collections.Counter()
+    idle = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_s)
+        total += count
+        frames = [_short(f) for f in stack.split(";")]
+        if frames and ("select (selectors.py)" in frames[-1] or "_run_once" in frames[-1] and len(frames) < 4):
+            idle += count
+        for frame in set(frames):
+            inclusive[frame] += count
+        if frames:
+            exclusive[frames[-1]] += count
+    if not total:
+        return "(empty profile)"
+    lines = [f"samples: {total}  idle in selector (event loop waiting): {100 * idle / total:.1f}%"]
+    lines.append("top inclusive (% of samples):")
+    for frame, count in inclusive.most_common(top):
+        lines.append(f"  {100 * count / total:5.1f}%  {frame}")
+    lines.append("top self (% of samples):")
+    for frame, count in exclusive.most_common(15):
+        lines.append(f"  {100 * count / total:5.1f}%  {frame}")
+    return "\n".join(lines)
+
+
+def cleanup_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
