@@ -22,7 +22,7 @@ from layer.upstream import (
     UpstreamUnavailable,
 )
 
-__all__ = ["ApiError", "error_body", "error_middleware", "error_response"]
+__all__ = ["ApiError", "error_body", "error_middleware", "error_response", "to_api_error"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     )
 
 
-def _from_upstream(exc: LayerError) -> ApiError:
+def to_api_error(exc: LayerError) -> ApiError:
     """Map an upstream failure to what the client sees (status kept, body never dumped)."""
     if isinstance(exc, UpstreamStatusError):
         headers = {}
@@ -60,6 +60,8 @@ def _from_upstream(exc: LayerError) -> ApiError:
         return ApiError(504, str(exc))
     if isinstance(exc, UpstreamUnavailable | UpstreamBadResponse):
         return ApiError(502, str(exc))
+    if isinstance(exc, ApiError):
+        return exc
     if isinstance(exc, InvalidNamespace):
         return ApiError(400, str(exc))
     return ApiError(500, "internal error")
@@ -72,7 +74,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as exc:
         return error_response(exc.status, exc.message, exc.headers)
     except LayerError as exc:
-        mapped = _from_upstream(exc)
+        mapped = to_api_error(exc)
         return error_response(mapped.status, mapped.message, mapped.headers)
     except web.HTTPException as exc:
         if exc.status < 400:

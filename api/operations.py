@@ -25,7 +25,7 @@ from faust import web
 from pydantic import BaseModel
 
 from api.auth import credential_of
-from api.errors import ApiError
+from api.errors import ApiError, to_api_error
 from api.http import model_response
 from api.models import (
     ErrorBody,
@@ -107,10 +107,9 @@ class Operations:
             try:
                 body = await run()
                 operation.result = {"success": body.model_dump(mode="json")}
-            except ApiError as exc:
-                operation.result = _error_result(exc.status, exc.message)
             except LayerError as exc:
-                operation.result = _error_result(502, str(exc))
+                error = to_api_error(exc)
+                operation.result = _error_result(error.status, error.message)
             except Exception:  # noqa: BLE001 — reported to the poller, never lost silently
                 operation.result = _error_result(500, "internal error")
             operation.finished = datetime.now(UTC)

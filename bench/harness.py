@@ -349,7 +349,7 @@ def profile_worker(pid: int, seconds: float, out: Path, rate: int = 100) -> subp
         return None
     return subprocess.Popen(
         [PY_SPY, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", str(rate),
-         "--format", "raw", "-o", str(out), "--nonblocking"],  # fmt: skip
+         "--format", "raw", "-o", str(out), "--nonblocking", "--threads"],  # fmt: skip
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -378,6 +378,7 @@ def summarize_profile(path: Path, top: int = 25) -> str:
     inclusive: collections.Counter[str] = collections.Counter()
     exclusive: collections.Counter[str] = collections.Counter()
     idle = 0
+    threads: collections.Counter[str] = collections.Counter()
     for line in path.read_text().splitlines():
         stack, _, count_s = line.rpartition(" ")
         if not stack:
@@ -385,6 +386,10 @@ def summarize_profile(path: Path, top: int = 25) -> str:
         count = int(count_s)
         total += count
         frames = [_short(f) for f in stack.split(";")]
+        if frames and frames[0].startswith(("thread (", "process ")):
+            thread = frames[0]
+            threads[thread] += count
+            frames = frames[1:]
         if frames and ("select (selectors.py)" in frames[-1] or "_run_once" in frames[-1] and len(frames) < 4):
             idle += count
         for frame in set(frames):
@@ -394,6 +399,8 @@ def summarize_profile(path: Path, top: int = 25) -> str:
     if not total:
         return "(empty profile)"
     lines = [f"samples: {total}  idle in selector (event loop waiting): {100 * idle / total:.1f}%"]
+    if threads:
+        lines.append("threads: " + ", ".join(f"{t} {100 * c / total:.1f}%" for t, c in threads.most_common()))
     lines.append("top inclusive (% of samples):")
     for frame, count in inclusive.most_common(top):
         lines.append(f"  {100 * count / total:5.1f}%  {frame}")
@@ -401,6 +408,14 @@ def summarize_profile(path: Path, top: int = 25) -> str:
     for frame, count in exclusive.most_common(15):
         lines.append(f"  {100 * count / total:5.1f}%  {frame}")
     return "\n".join(lines)
+
+
+def dump_stacks(pid: int) -> str:
+    """`py-spy dump` of a (possibly stalled) worker."""
+    try:
+        return subprocess.run([PY_SPY, "dump", "-p", str(pid)], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"(py-spy dump failed: {exc})"
 
 
 def cleanup_dir(path: Path) -> None:

@@ -25,6 +25,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from layer.embedded_broker import EmbeddedBroker, free_port
 
 EMULATOR_KEY = "tpuf-test-key"
+#: A second upstream key: another tenant, for cache and credential isolation tests.
+OTHER_EMULATOR_KEY = "tpuf-test-key-2"
 #: Upper bounds for things that normally take ~3 s (worker join) or less.
 WORKER_READY_TIMEOUT_S = 60.0
 EMULATOR_START_TIMEOUT_S = 30.0
@@ -56,7 +58,8 @@ class EmulatorProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         argv = [sys.executable, "-m", "layer.emulator", "--port", str(self.port),
-                "--api-key", EMULATOR_KEY, *extra_args]  # fmt: skip
+                "--api-key", EMULATOR_KEY, "--api-key", OTHER_EMULATOR_KEY,
+                *extra_args]  # fmt: skip
         self.process = subprocess.Popen(
             argv, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT  # noqa: SIM115
         )
@@ -183,6 +186,7 @@ class LayerCluster:
     """The settings one test's workers share (app id, topics, broker, upstream)."""
 
     def __init__(self, broker: EmbeddedBroker, emulator: EmulatorProcess, tmp: Path) -> None:
+        self.emulator = emulator
         self.broker = broker
         self.tmp = tmp
         self.app_id = f"layer-test-{uuid.uuid4().hex[:8]}"
@@ -231,6 +235,16 @@ def cluster(
     broker: EmbeddedBroker, emulator: EmulatorProcess, tmp_path: Path
 ) -> Iterator[LayerCluster]:
     running = LayerCluster(broker, emulator, tmp_path)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def module_cluster(
+    broker: EmbeddedBroker, emulator: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LayerCluster]:
+    """A cluster shared by one module's tests (each worker start costs ~3 s)."""
+    running = LayerCluster(broker, emulator, tmp_path_factory.mktemp("cluster"))
     yield running
     running.stop()
 
