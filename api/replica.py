@@ -1,14 +1,15 @@
-"""Which worker answers a namespace read: this one, from its replica, or the owner.
+"""Which worker answers a namespace read: the one owning its partition.
 
-Decision: every worker keeps a read replica of the tables (Faust standby partitions,
-`LAYER_TABLE_STANDBY_REPLICAS` = workers - 1), so a read is answered locally, without a
-network hop, and the listing, whose rows span every partition, needs no fan-out to other
-workers. The replica trails the owner by the changelog's consume lag (milliseconds). A
-worker that holds neither the active nor a standby copy of a namespace's partition (fewer
-replicas than workers, or mid-rebalance) forwards the read to the owner instead, which Faust's
-router finds by hashing the changelog key bytes (plain UTF-8, the same bytes as the source
-topics', NOTES-kafka.md §4). A forwarded request carries `X-Layer-Routed` and is always
-answered where it lands, so two workers can never bounce a request between them.
+Decision: route, don't replicate. The owner of a namespace's partition applies every event
+of that namespace, so its table is the exact state; any other worker forwards the read to
+it (one hop on the cluster network, ~1-3 ms), and the listing asks each row's owner. A read
+replica (Faust standby partitions) would avoid the hop, but on faust-streaming 0.15.3 we
+measured standby partitions that stopped following the changelog after the initial
+recovery (a row written on the owner never appeared on the standby), so a replica would
+answer stale or cold state; routing cannot. The owner is found from the partition
+assignor's table map with the same partitioner producers use on the plain UTF-8 key bytes
+(NOTES-kafka.md §4). A forwarded request carries `X-Layer-Routed` and is always answered
+where it lands, so two workers can never bounce a request between them.
 """
 
 from __future__ import annotations
@@ -45,23 +46,27 @@ _peer_client = httpx.AsyncClient(timeout=httpx.Timeout(settings.upstream_timeout
 
 
 def holds_namespace(namespace: str) -> bool:
-    """True if this worker has the namespace's partition, as active or as a standby replica."""
-    assignor = app.assignor
-    actives, standbys = assignor.assigned_actives(), assignor.assigned_standbys()
-    if not actives and not standbys:
+    """True if this worker owns (actively processes) the namespace's partition."""
+    actives = app.assignor.assigned_actives()
+    if not actives:
         return True  # not part of a group (yet): nobody else to ask
     partition = partition_for(namespace, settings.topic_partitions)
-    tp = TP(freshness_table.changelog_topic.get_topic_name(), partition)
-    return tp in actives or tp in standbys
+    return TP(freshness_table.changelog_topic.get_topic_name(), partition) in actives
 
 
 def owner_url(namespace: str) -> str | None:
-    """Base URL of the worker owning `namespace`'s partition; None if it is this one or unknown."""
-    try:
-        url = str(app.router.key_store(freshness_table.name, namespace)).rstrip("/")
-    except KeyError:
-        return None
-    return None if url == settings.web_url.rstrip("/") else url
+    """Base URL of the worker owning `namespace`'s partition; None if it is this one or unknown.
+
+    Reads the assignor's table map directly: the partition comes from our own partitioner
+    (Faust's `key_store` asks the producer, which may not have the topic's metadata yet).
+    """
+    topic = freshness_table.changelog_topic.get_topic_name()
+    partition = partition_for(namespace, settings.topic_partitions)
+    for url, topics in app.router.table_metadata(freshness_table.name).items():
+        if partition in topics.get(topic, ()):
+            owner = str(url).rstrip("/")
+            return None if owner == settings.web_url.rstrip("/") else owner
+    return None
 
 
 async def forward_to_owner(request: web.Request, owner: str) -> web.Response:

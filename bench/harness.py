@@ -221,7 +221,10 @@ def base_env(broker: EmbeddedBroker, emulator: EmulatorProcess | None, **overrid
         LAYER_BROKER_PROFILE="embedded",
         TURBOPUFFER_BASE_URL=emulator.url if emulator else "http://127.0.0.1:9",
         TURBOPUFFER_API_KEY=API_KEY,
-        LAYER_LOG_LEVEL="warning",
+        # "info", the default. NB: at "warning" or above Faust's worker installs its terminal
+        # spinner and sets the *root* logger to DEBUG, so every aiokafka/faust debug call
+        # builds a LogRecord (~8% of the worker's CPU in bench/throughput.py profiles).
+        LAYER_LOG_LEVEL="info",
     )
     env.update(overrides)
     return env

@@ -39,6 +39,7 @@ from harness import (
     profile_worker,
     run_dir,
     summarize_profile,
+    dump_stacks,
 )
 
 PARTITIONS = 8
@@ -98,11 +99,19 @@ def producer_main(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
+STALL_S = 5.0
+
+
 class Sampler:
     """Counts consumed notifications from /metrics over time."""
 
-    def __init__(self, worker: WorkerProcess) -> None:
+    def __init__(self, worker: WorkerProcess, out: Path) -> None:
         self.worker = worker
+        self.out = out
+        self.expected = float("inf")
+        self.last_progress = time.monotonic()
+        self.stall_dumped = False
+        self.stall_at_count: float | None = None
         self.series: list[tuple[float, float, float, float]] = []  # t, consumed, batches, table writes
         self.polls: list[tuple[float, float]] = []  # t, polls started
 
@@ -113,6 +122,15 @@ class Sampler:
             return -1
         t = time.monotonic()
         self.polls.append((t, m.get("polls_total", 0)))
+        consumed = m.get("write_notifications_total", 0)
+        if self.series and consumed - self.series[-1][1] > 50:
+            self.last_progress = t
+        elif self.series and not self.stall_dumped and t - self.last_progress > STALL_S and consumed < self.expected:
+            # Less than 50 notifications in STALL_S: dump the worker's stacks once.
+            self.stall_dumped = True
+            self.stall_at_count = consumed
+            dump = dump_stacks(self.worker.pid)
+            (self.out / "stall-dump.txt").write_text(dump)
         self.series.append(
             (t, m.get("write_notifications_total", 0), m.get("write_batches_total", 0), m.get("table_writes_total", 0))
         )
@@ -215,7 +233,7 @@ def main() -> None:
             env = base_env(broker, emulator, **overrides)
             topic = f"{env['LAYER_TOPIC_PREFIX']}.writes"
             worker = WorkerProcess(env, out / "w1", out / "worker.log")
-            sampler = Sampler(worker)
+            sampler = Sampler(worker, out)
             figures: dict[str, object] = {}
             profile_proc = None
             if args.mode == "prefill":
@@ -223,6 +241,7 @@ def main() -> None:
                 result = asyncio.run(produce(broker.bootstrap, topic, namespaces, count=args.count, duration_s=None, rate=0))
                 latest = result.pop("latest")
                 expected = int(result["sent"])  # type: ignore[arg-type]
+                sampler.expected = expected
                 figures["producer"] = result
                 worker.spawn()
                 ready_s = None
@@ -280,6 +299,7 @@ def main() -> None:
                 result = json.loads(producer.stdout.read() or b"{}")  # type: ignore[union-attr]
                 latest = result.pop("latest")
                 expected = int(result["sent"])
+                sampler.expected = expected
                 figures["producer"] = result
                 done = None
                 deadline = time.monotonic() + args.timeout
@@ -305,6 +325,9 @@ def main() -> None:
             m = worker.metrics()
             figures["worker_metrics"] = {k: v for k, v in m.items() if v}
             figures["lost"] = expected - consumed_final
+            if sampler.stall_dumped:
+                figures["stalled_at_consumed"] = sampler.stall_at_count
+                print(f"STALL: < 50 notifications consumed in {STALL_S:.0f} s at {sampler.stall_at_count:.0f}; py-spy dump in {out / 'stall-dump.txt'}")
             figures["polls_started_per_5s_window"] = poll_windows(sampler.polls)
             figures["table_check"] = verify_table(worker, latest)
             print("figures: " + json.dumps(figures))

@@ -182,12 +182,12 @@ class Settings(BaseSettings):
         "0 disables the limit.",
     )
     table_standby_replicas: int = Field(
-        1,
+        0,
         ge=0,
         le=64,
         validation_alias=_env("LAYER_TABLE_STANDBY_REPLICAS"),
-        description="Standby copies of each table partition on other workers; set it to the "
-        "number of workers - 1 so every worker answers every read from its own replica.",
+        description="Faust standby copies of each table partition on other workers. Reads "
+        "never use them (they are routed to the owner, see api/replica.py).",
     )
     namespace_list_cache_ttl_ms: int = Field(
         10_000,
