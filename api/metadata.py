@@ -16,6 +16,7 @@ from faust import web
 from api.auth import Credential, credential_of
 from api.http import model_response
 from api.models import LayerBlock
+from api.notifications import notification_buffer
 from api.replica import forward_to_owner, must_forward
 from api.shapes import layer_block, metadata_body
 from api.watcher_events import register_read
@@ -30,8 +31,12 @@ __all__ = ["NamespaceMetadata", "local_block", "observe_namespace"]
 
 
 def local_block(namespace: str) -> LayerBlock:
-    """The `layer` object from this worker's table (active partition or replica)."""
-    state = freshness_table.get(namespace)
+    """The `layer` object from this worker's table (the owner's state).
+
+    A namespace whose proxied-write notification could not even be buffered is reported as
+    Layer has never seen it (`unknown`, not stable): a write is missing from its state.
+    """
+    state = None if notification_buffer.unconfirmed(namespace) else freshness_table.get(namespace)
     temperature = cache_temperature(
         state, now_ms=now_ms(), window_ms=settings.cache_warm_window_ms
     )

@@ -1,7 +1,8 @@
 """Installs Layer's middlewares on Faust's web server.
 
 Order (outermost first): errors (everything below answers in turbopuffer's error shape),
-compression, auth (every route but the probes), the per-key rate limit.
+compression, auth (every route but the probes), the per-key rate limit. Then Layer's own
+routes, and last the catch-all proxy to turbopuffer (api/proxy.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any
 from api.auth import auth_middleware
 from api.errors import error_middleware
 from api.middleware import compression_middleware, rate_limit_middleware
+from api.notifications import notification_buffer
+from api.proxy import close_proxy_client, proxy
 from api.replica import close_peer_client
 from layer.app import app, settings
 
@@ -18,7 +21,7 @@ __all__ = ["install_middlewares"]
 
 
 def install_middlewares(web: Any) -> None:
-    """Called by Faust when its web server is built, before any route is served."""
+    """Called by Faust when its web server is built, after every page is registered."""
     web.web_app.middlewares.extend(
         [
             error_middleware,
@@ -27,11 +30,17 @@ def install_middlewares(web: Any) -> None:
             rate_limit_middleware(settings),
         ]
     )
+    # Writes can be as large as turbopuffer accepts (aiohttp's default limit is 1 MiB).
+    web.web_app._client_max_size = settings.max_body_bytes
+    # Last, so Layer's own routes match first: everything else goes upstream.
+    web.web_app.router.add_route("*", "/{tail:.*}", proxy)
 
 
 app.on_webserver_init = install_middlewares  # type: ignore[method-assign]
 
 
 @app.on_before_shutdown.connect
-async def close_peer_connections(sender: Any, *args: Any, **kwargs: Any) -> None:
+async def close_connections(sender: Any, *args: Any, **kwargs: Any) -> None:
+    await notification_buffer.close()
+    await close_proxy_client()
     await close_peer_client()

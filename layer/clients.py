@@ -81,12 +81,16 @@ class WriteNotifier:
             source=self.source,
             event_id=uuid.uuid4().hex,
         )
+        await self.send(note)
+        return note
+
+    async def send(self, note: WriteNotification) -> None:
+        """Publish a prepared notification and wait until the broker has it."""
         await self._producer.send_and_wait(
             self.topic,
-            key=namespace.encode(),
+            key=note.namespace.encode(),
             value=note.model_dump_json(exclude_none=True).encode(),
         )
-        return note
 
 
 async def stability_changes(

@@ -13,6 +13,9 @@ __all__ = ["counters", "prometheus_text"]
 #: name → value; names are Prometheus metric names without the `layer_` prefix.
 counters: Counter[str] = Counter()
 
+#: Gauges among the counters (everything else only grows).
+GAUGES = {"notify_pending"}
+
 HELP = {
     "write_notifications_total": "Valid write notifications consumed.",
     "write_batches_total": "Batches of write notifications processed.",
@@ -22,6 +25,10 @@ HELP = {
     "polls_total": "Upstream metadata polls started by the watcher.",
     "poll_failures_total": "Watcher polls that failed (error status, timeout, bad body).",
     "registrations_total": "Registrations (namespaces first seen on reads) applied.",
+    "notify_sent_total": "Proxied-write notifications delivered to Kafka.",
+    "notify_retries_total": "Proxied-write notification sends that failed and were retried.",
+    "notify_dropped_total": "Proxied-write notifications that did not fit the buffer.",
+    "notify_pending": "Proxied-write notifications waiting for Kafka.",
 }
 
 
@@ -31,7 +38,7 @@ def prometheus_text() -> str:
     for name, help_text in HELP.items():
         lines += [
             f"# HELP layer_{name} {help_text}",
-            f"# TYPE layer_{name} counter",
+            f"# TYPE layer_{name} {'gauge' if name in GAUGES else 'counter'}",
             f"layer_{name} {counters[name]}",
         ]
     return "\n".join(lines) + "\n"

@@ -189,6 +189,30 @@ class Settings(BaseSettings):
         description="Faust standby copies of each table partition on other workers. Reads "
         "never use them (they are routed to the owner, see api/replica.py).",
     )
+    stable_reads: bool = Field(
+        True,
+        validation_alias=_env("LAYER_STABLE_READS"),
+        description="Stamp proxied writes with `_layer_upserted_at` and filter queries on "
+        "`updating` namespaces to rows at or before `stable_as_of`.",
+    )
+    proxy_timeout_ms: PositiveMs = Field(
+        60_000,
+        validation_alias=_env("LAYER_PROXY_TIMEOUT_MS"),
+        description="Timeout of a proxied turbopuffer request (the SDK's own default is 60 s).",
+    )
+    max_body_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        validation_alias=_env("LAYER_MAX_BODY_BYTES"),
+        description="Largest request body accepted (turbopuffer's own write limit).",
+    )
+    notify_buffer_namespaces: int = Field(
+        100_000,
+        ge=1,
+        validation_alias=_env("LAYER_NOTIFY_BUFFER_NAMESPACES"),
+        description="Namespaces whose proxied-write notification may wait for Kafka at once; "
+        "beyond it a namespace is reported `unknown`, never stable.",
+    )
     namespace_list_cache_ttl_ms: int = Field(
         10_000,
         ge=0,

@@ -126,9 +126,10 @@ def test_probes_answer_without_a_key(worker: WorkerProcess) -> None:
 
 
 def test_upstream_unreachable_is_502_and_timeout_is_504(
-    module_cluster: LayerCluster, emulator: EmulatorProcess
+    cluster: LayerCluster, emulator: EmulatorProcess
 ) -> None:
-    unreachable = module_cluster.worker(
+    # Workers of their own cluster: in the shared one, a read would be routed to its owner.
+    unreachable = cluster.worker(
         "unreachable", TURBOPUFFER_BASE_URL="http://127.0.0.1:9"
     ).start()
     _assert_error(unreachable.http.get("/v2/namespaces/anything/metadata"), 502)
@@ -136,15 +137,15 @@ def test_upstream_unreachable_is_502_and_timeout_is_504(
 
     namespace = unique_namespace("slow")
     _create(emulator, namespace)
-    impatient = module_cluster.worker("impatient", LAYER_UPSTREAM_TIMEOUT_MS="300").start()
+    impatient = cluster.worker("impatient", LAYER_UPSTREAM_TIMEOUT_MS="300").start()
     emulator.add_fault(route="metadata", namespace=namespace, hang=True)
     body = _assert_error(impatient.http.get(f"/v2/namespaces/{namespace}/metadata"), 504)
     assert "time" in body["error"]
     impatient.stop()
 
 
-def test_per_key_rate_limit_answers_429_with_retry_after(module_cluster: LayerCluster) -> None:
-    limited = module_cluster.worker("limited", LAYER_RATE_LIMIT_RPS="1").start()
+def test_per_key_rate_limit_answers_429_with_retry_after(cluster: LayerCluster) -> None:
+    limited = cluster.worker("limited", LAYER_RATE_LIMIT_RPS="1").start()
     statuses = [limited.http.get("/openapi.json").status_code for _ in range(3)]
     assert statuses[0] == 200 and 429 in statuses
     throttled = limited.http.get("/openapi.json")

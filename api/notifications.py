@@ -1,0 +1,143 @@
+"""Write notifications for writes that passed through the proxy: never silently lost.
+
+The write already happened upstream when its notification is due, so a Kafka outage must
+not lose it. Notifications wait in a buffer that a background task drains with retries and
+exponential backoff. The buffer holds at most one pending notification per namespace
+(`on_write` only needs the latest write time, so later ones merge into it) and at most
+`LAYER_NOTIFY_BUFFER_NAMESPACES` namespaces; a namespace that does not fit is *unconfirmed*:
+this worker reports it `unknown` (never stable) until a later notification for it gets
+through. Retries, drops and sends are counted in /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import OrderedDict
+
+from aiokafka.errors import KafkaError
+
+from layer.app import settings
+from layer.clients import WriteNotifier
+from layer.clock import now_ms
+from layer.events import WriteNotification
+from layer.metrics import counters
+
+__all__ = ["NotificationBuffer", "notification_buffer"]
+
+log = logging.getLogger(__name__)
+
+#: First retry delay and its ceiling while Kafka is unreachable.
+RETRY_INITIAL_S = 0.2
+RETRY_MAX_S = 10.0
+#: How long one send may take before it counts as failed (and is retried).
+SEND_TIMEOUT_S = 10.0
+
+
+class NotificationBuffer:
+    """Buffers proxied-write notifications and delivers them to `{prefix}.writes`."""
+
+    def __init__(self, bootstrap: str, *, topic_prefix: str, max_namespaces: int) -> None:
+        self._bootstrap = bootstrap
+        self._topic_prefix = topic_prefix
+        self.max_namespaces = max_namespaces
+        self._pending: OrderedDict[str, WriteNotification] = OrderedDict()
+        self._unconfirmed: set[str] = set()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._notifier: WriteNotifier | None = None
+
+    def submit(self, namespace: str, *, rows: int | None, body_bytes: int) -> None:
+        """Queue a notification for a write upstream just acknowledged."""
+        note = WriteNotification(
+            namespace=namespace,
+            written_at_ms=now_ms(),
+            rows=rows,
+            bytes=body_bytes,
+            source="proxy",
+            event_id=uuid.uuid4().hex,
+        )
+        earlier = self._pending.get(namespace)
+        if earlier is not None:
+            note = note.model_copy(
+                update={
+                    "rows": (earlier.rows or 0) + (rows or 0),
+                    "bytes": (earlier.bytes or 0) + body_bytes,
+                }
+            )
+        elif len(self._pending) >= self.max_namespaces:
+            counters["notify_dropped_total"] += 1
+            self._unconfirmed.add(namespace)
+            log.error("notification buffer full: %s reported unknown until it drains", namespace)
+            return
+        self._pending[namespace] = note
+        counters["notify_pending"] = len(self._pending)
+        self._wakeup.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain_forever())
+
+    def unconfirmed(self, namespace: str) -> bool:
+        """True if a write's notification for `namespace` could not be buffered."""
+        return namespace in self._unconfirmed
+
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def _send(self, note: WriteNotification) -> None:
+        if self._notifier is None:
+            notifier = WriteNotifier(self._bootstrap, topic_prefix=self._topic_prefix)
+            await asyncio.wait_for(notifier.start(), SEND_TIMEOUT_S)
+            self._notifier = notifier
+        await asyncio.wait_for(self._notifier.send(note), SEND_TIMEOUT_S)
+
+    async def _drain_forever(self) -> None:
+        delay = RETRY_INITIAL_S
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                namespace, note = next(iter(self._pending.items()))
+                try:
+                    await self._send(note)
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    counters["notify_retries_total"] += 1
+                    log.warning("notification for %s not delivered (%r); retrying", namespace, exc)
+                    await self._reset_notifier()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_S)
+                    continue
+                delay = RETRY_INITIAL_S
+                counters["notify_sent_total"] += 1
+                if self._pending.get(namespace) is note:
+                    del self._pending[namespace]
+                self._unconfirmed.discard(namespace)
+                counters["notify_pending"] = len(self._pending)
+
+    async def _reset_notifier(self) -> None:
+        notifier, self._notifier = self._notifier, None
+        if notifier is not None:
+            try:
+                await asyncio.wait_for(notifier.stop(), SEND_TIMEOUT_S)
+            except (KafkaError, OSError, TimeoutError):
+                pass
+
+    async def close(self) -> None:
+        """Try once more to deliver what is pending, then stop."""
+        if self._task is not None:
+            self._task.cancel()
+        for namespace, note in list(self._pending.items()):
+            try:
+                await self._send(note)
+                del self._pending[namespace]
+            except (KafkaError, OSError, TimeoutError):
+                log.error("%d write notifications undelivered at shutdown", len(self._pending))
+                break
+        await self._reset_notifier()
+
+
+notification_buffer = NotificationBuffer(
+    settings.kafka_broker,
+    topic_prefix=settings.topic_prefix,
+    max_namespaces=settings.notify_buffer_namespaces,
+)

@@ -1,0 +1,254 @@
+"""The transparent proxy: every turbopuffer route Layer does not serve itself.
+
+Method, path, query string, body and end-to-end headers go upstream; hop-by-hop headers do
+not; upstream's status, headers and body come back unchanged and streamed. Three routes
+get more than a relay:
+
+- writes (`POST /v2/namespaces/{ns}`): rows are stamped with `_layer_upserted_at`
+  (api/write_body.py, without parsing the body into objects), and a 2xx answer queues a
+  write notification that is retried until Kafka has it (api/notifications.py);
+- queries (`POST /v2/namespaces/{ns}/query`, multi-queries too): on an `updating`
+  namespace the caller's filters are ANDed with the stable cut (api/stable_reads.py); a 429
+  on an unfiltered query is retried once with the cut; every answer says
+  `X-Layer-Stable-As-Of` and `X-Layer-Filtered`. A query on a namespace another worker owns
+  is relayed to that worker, which holds its state;
+- `hint_cache_warm` and queries count as cache activity for `cache_state`.
+An absolute `Location` on upstream's origin becomes a path on Layer's own, which Layer then
+proxies: the official SDK refuses a `Location` on another origin.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import httpx
+from aiohttp import web
+from multidict import CIMultiDict
+
+from api.auth import credential_of
+from api.errors import ApiError
+from api.notifications import notification_buffer
+from api.replica import ROUTED_HEADER, holds_namespace, owner_url
+from api.stable_reads import stable_read_cut, with_stable_filter
+from api.watcher_events import record_cache_activity
+from api.write_body import ReservedAttribute, plan_stamps
+from layer.app import settings
+from layer.clock import now_ms
+from layer.upstream import validate_namespace
+from tables.faust_tables import freshness_table
+
+__all__ = ["LAYER_OWNED_PATHS", "proxy"]
+
+#: RFC 9110 §7.6.1 connection-specific headers, plus those the HTTP clients set themselves.
+HOP_BY_HOP = frozenset(
+    {
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+        "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length",
+    }
+)  # fmt: skip
+#: Paths only Layer serves: a method they do not have is a 405, never proxied.
+LAYER_OWNED_PATHS = re.compile(
+    r"^/(v2/namespaces/[^/]+/(snapshots|warm)|v2/operations/.*|openapi\.json|metrics|healthz|readyz)$"
+)
+_NAMESPACE_PATH = re.compile(r"^/v[12]/namespaces/(?P<ns>[^/]+)(?P<rest>/.*)?$")
+_QUERY_SUFFIXES = ("/query", "/multi-query")
+STREAM_CHUNK_BYTES = 64 * 1024
+
+_client = httpx.AsyncClient(
+    timeout=httpx.Timeout(settings.proxy_timeout_ms / 1000, connect=5.0),
+    limits=httpx.Limits(max_connections=512, max_keepalive_connections=512),
+)
+
+
+def _forward_headers(request: web.Request, upstream_key: str) -> dict[str, str]:
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+    headers["Authorization"] = f"Bearer {upstream_key}"
+    return headers
+
+
+def _response_headers(upstream: httpx.Response) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict()
+    for key, value in upstream.headers.multi_items():
+        if key.lower() in HOP_BY_HOP:
+            continue
+        if key.lower() == "location":
+            value = _same_origin(value)
+        headers.add(key, value)
+    return headers
+
+
+def _same_origin(location: str) -> str:
+    """An absolute Location on upstream's origin, as a path on Layer's (which proxies it)."""
+    base = httpx.URL(settings.upstream_url)
+    target = httpx.URL(location)
+    if target.is_absolute_url and (target.scheme, target.host, target.port) == (
+        base.scheme, base.host, base.port,
+    ):  # fmt: skip
+        path = target.raw_path.decode()
+        prefix = base.raw_path.decode().rstrip("/")
+        return path[len(prefix) :] if prefix and path.startswith(prefix) else path
+    return location
+
+
+async def _send(
+    method: str, url: str, headers: dict[str, str], content: Any = None
+) -> httpx.Response:
+    """Send upstream with a streamed answer; connection failures become 502/504."""
+    request = _client.build_request(method, url, headers=headers, content=content)
+    try:
+        return await _client.send(request, stream=True)
+    except httpx.TimeoutException:
+        raise ApiError(504, "upstream did not answer in time") from None
+    except httpx.TransportError as exc:
+        raise ApiError(502, f"upstream unreachable ({type(exc).__name__})") from None
+
+
+async def _stream_back(
+    request: web.Request, upstream: httpx.Response, extra: dict[str, str] | None = None
+) -> web.StreamResponse:
+    """Relay upstream's answer as it arrives, without holding it whole."""
+    response = web.StreamResponse(status=upstream.status_code, headers=_response_headers(upstream))
+    if "content-length" in upstream.headers:
+        response.content_length = int(upstream.headers["content-length"])
+    for key, value in (extra or {}).items():
+        response.headers[key] = value
+    try:
+        await response.prepare(request)
+        async for chunk in upstream.aiter_raw(STREAM_CHUNK_BYTES):
+            await response.write(chunk)
+        await response.write_eof()
+    finally:
+        await upstream.aclose()
+    return response
+
+
+async def _body_stream(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(STREAM_CHUNK_BYTES):
+        yield chunk
+
+
+async def _read_body(request: web.Request, headers: dict[str, str]) -> bytes:
+    """The whole request body, inflated if it came gzip-compressed (and said so)."""
+    body = await request.read()
+    if request.headers.get("Content-Encoding", "").lower() == "gzip":
+        try:
+            body = gzip.decompress(body)
+        except (OSError, EOFError):
+            raise ApiError(400, "request body is not valid gzip") from None
+        headers.pop("Content-Encoding", None)
+    return body
+
+
+async def _chunks(parts: Iterable[bytes | memoryview]) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield bytes(part)
+
+
+async def _proxy_write(
+    request: web.Request, namespace: str, url: str, headers: dict[str, str]
+) -> web.StreamResponse:
+    body = await _read_body(request, headers)
+    content: Any = body
+    if settings.stable_reads:
+        try:
+            plan = plan_stamps(body, now_ms())
+        except ReservedAttribute as exc:
+            raise ApiError(400, str(exc)) from None
+        headers["Content-Length"] = str(plan.length)
+        content = _chunks(plan.chunks())
+    upstream = await _send(request.method, url, headers, content)
+    answer = await upstream.aread()
+    await upstream.aclose()
+    if 200 <= upstream.status_code < 300 and upstream.status_code != 202:
+        rows = None
+        try:
+            rows = int(json.loads(answer).get("rows_affected"))
+        except (ValueError, TypeError, AttributeError):
+            pass
+        notification_buffer.submit(namespace, rows=rows, body_bytes=len(body))
+    return web.Response(status=upstream.status_code, body=answer, headers=_response_headers(upstream))
+
+
+async def _proxy_query(
+    request: web.Request, namespace: str, url: str, headers: dict[str, str]
+) -> web.StreamResponse:
+    raw = await _read_body(request, headers)
+    state = freshness_table.get(namespace)
+    stable_as_of = state.stable_as_of if state is not None else None
+    cut = stable_read_cut(state) if settings.stable_reads else None
+    if notification_buffer.unconfirmed(namespace):
+        cut = None  # unknown: a write may be missing from the state, no cut can be trusted
+    try:
+        query = json.loads(raw)
+    except ValueError:
+        query = None  # not JSON: upstream gives the error
+    filtered = cut is not None and isinstance(query, dict)
+    content = json.dumps(with_stable_filter(query, cut)).encode() if filtered else raw  # type: ignore[arg-type]
+    upstream = await _send("POST", url, headers, content)
+    if (
+        upstream.status_code == 429
+        and not filtered
+        and settings.stable_reads
+        and stable_as_of is not None
+        and isinstance(query, dict)
+    ):
+        await upstream.aclose()  # an unfiltered query was throttled: once more, with the cut
+        filtered = True
+        upstream = await _send("POST", url, headers, json.dumps(with_stable_filter(query, stable_as_of)).encode())
+    if 200 <= upstream.status_code < 300:
+        await record_cache_activity(namespace)
+    return await _stream_back(
+        request,
+        upstream,
+        {
+            "X-Layer-Stable-As-Of": "" if stable_as_of is None else str(stable_as_of),
+            "X-Layer-Filtered": "true" if filtered else "false",
+        },
+    )
+
+
+async def _relay_to_owner(request: web.Request, owner: str) -> web.StreamResponse:
+    """A query on a namespace another worker owns: that worker holds the state to decide."""
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+    headers[ROUTED_HEADER] = "1"
+    upstream = await _send(request.method, f"{owner}{request.rel_url}", headers, _body_stream(request))
+    return await _stream_back(request, upstream)
+
+
+async def proxy(request: web.Request) -> web.StreamResponse:
+    """Catch-all handler for turbopuffer's routes (registered last, after Layer's own)."""
+    path = request.path
+    if LAYER_OWNED_PATHS.match(path):
+        raise web.HTTPMethodNotAllowed(request.method, [])
+    if not path.startswith(("/v1/", "/v2/")):
+        raise web.HTTPNotFound()
+    namespace: str | None = None
+    rest = ""
+    if (match := _NAMESPACE_PATH.match(path)) is not None:
+        namespace = validate_namespace(match["ns"])
+        rest = match["rest"] or ""
+    credential = credential_of(request)
+    headers = _forward_headers(request, credential.upstream_key)
+    url = f"{settings.upstream_url}{request.rel_url}"
+
+    if namespace is not None and request.method == "POST":
+        if rest == "":
+            return await _proxy_write(request, namespace, url, headers)
+        if rest in _QUERY_SUFFIXES:
+            if ROUTED_HEADER not in request.headers and not holds_namespace(namespace):
+                if (owner := owner_url(namespace)) is not None:
+                    return await _relay_to_owner(request, owner)
+            return await _proxy_query(request, namespace, url, headers)
+    body = _body_stream(request) if request.body_exists else None
+    upstream = await _send(request.method, url, headers, body)
+    if namespace is not None and rest == "/hint_cache_warm" and upstream.is_success:
+        await record_cache_activity(namespace)
+    return await _stream_back(request, upstream)
+
+
+async def close_proxy_client() -> None:
+    await _client.aclose()
