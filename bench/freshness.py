@@ -9,7 +9,9 @@ A. notification → `is_stable: false` readable over HTTP. Send one write notifi
    read `GET /v2/namespaces/{ns}/metadata` every `--read-interval-ms` (5) until
    `layer.is_stable` is false. Upstream stays `up-to-date` here, so the reads agree with
    the table until the notification is applied and cannot flip it themselves: this times
-   the notification path alone (Kafka → writes agent → table → HTTP view).
+   the notification path alone (Kafka → writes agent → table → HTTP view). The
+   notification's `written_at_ms` is 10 s ahead (see A_WRITE_AHEAD_MS) so no poll can vouch
+   for it before a read sees `false`.
 B. index drained → `is_stable: true` readable over HTTP. Pause the namespace's indexing in
    the emulator, write to it, notify, wait until Layer says `false`, then force indexing
    (time noted when the control call returns) and read every 5 ms until `true`. NB: each
@@ -50,6 +52,11 @@ from harness import (
 )
 
 PARTITIONS = 8
+#: A: the notification claims a write this far in the future. Upstream is up-to-date
+#: throughout A, so without it a poll or read that started after the (claimed) write time
+#: but before the notification was applied would legitimately vouch for it and flip the
+#: namespace back to stable within milliseconds, before a read could see `false`.
+A_WRITE_AHEAD_MS = 10_000
 #: Samples that never reached the awaited state (reported, not hidden).
 TIMEOUTS: list[dict[str, Any]] = []
 
@@ -129,8 +136,9 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, emulator: Emulat
     await watcher.start()
     topic = f"{prefix}.writes"
 
-    async def notify(ns: str) -> None:
-        await (await producer.send(topic, key=ns.encode(), value=notification(ns, int(time.time() * 1000))))
+    async def notify(ns: str, ahead_ms: int = 0) -> None:
+        written_at = int(time.time() * 1000) + ahead_ms
+        await (await producer.send(topic, key=ns.encode(), value=notification(ns, written_at)))
 
     # Register every namespace by a read, and wait until each is stable.
     for ns in every:
@@ -144,7 +152,7 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, emulator: Emulat
     for ns in groups["a"]:
         await asyncio.sleep(random.uniform(0, 0.02))
         t0 = time.monotonic()
-        await notify(ns)
+        await notify(ns, ahead_ms=A_WRITE_AHEAD_MS)
         t1, reads = await wait_for(client, ns, False, interval)
         if t1 is not None:
             lags_a.append((t1 - t0) * 1000)
