@@ -221,6 +221,51 @@ def wait_polls_settled(worker: WorkerProcess, at_least: int, timeout_s: float = 
     return metrics
 
 
+#: Profile components: (label, test on the frames of one sample, leaf frame last).
+_COMPONENTS: list[tuple[str, Callable[[list[str]], bool]]] = [
+    ("upstream client (httpx/httpcore/anyio/h11)",
+     lambda fs: any(m in f for f in fs for m in ("(httpx/", "(httpcore/", "(anyio/", "(h11/"))),
+    ("  of which httpcore pool bookkeeping (_assign_requests_to_connections)",
+     lambda fs: any("_assign_requests_to_connections" in f for f in fs)),
+    ("  of which connection expiry probes (has_expired/get_extra_info)",
+     lambda fs: any(m in f for f in fs for m in ("has_expired", "get_extra_info"))),
+    ("pydantic JSON (model_dump_json/model_validate*)",
+     lambda fs: any(m in f for f in fs for m in ("model_dump_json", "model_validate"))),
+    ("socket send syscalls (transport.write, leaf)",
+     lambda fs: bool(fs) and "_SelectorSocketTransport.write" in fs[-1]),
+    ("gzip en/decoding (aiohttp compression_utils, httpx _decoders, zlib)",
+     lambda fs: any(m in f for f in fs for m in ("compression_utils", "_decoders.py", "zlib"))),
+    ("Kafka/Faust machinery (aiokafka, faust agents/tables/transport)",
+     lambda fs: any(m in f for f in fs for m in (
+         "(aiokafka/", "(faust/transport/", "(faust/agents/", "(faust/tables/", "(faust/topics",
+         "(faust/channels", "(faust/streams"))),
+    ("event loop idle (selector wait, leaf)",
+     lambda fs: bool(fs) and "select (selectors.py" in fs[-1]),
+]  # fmt: skip
+
+
+def profile_components(path: Path) -> str:
+    """Share of py-spy samples per component (a sample may count in several)."""
+    if not path.exists():
+        return ""
+    total = 0
+    counts = dict.fromkeys((label for label, _ in _COMPONENTS), 0)
+    for line in path.read_text().splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not stack:
+            continue
+        frames = stack.split(";")
+        total += int(count_s)
+        for label, test in _COMPONENTS:
+            if test(frames):
+                counts[label] += int(count_s)
+    if not total:
+        return ""
+    return "components (% of samples):\n" + "\n".join(
+        f"  {100 * n / total:5.1f}%  {label}" for label, n in counts.items()
+    )
+
+
 async def profile_during(
     name: str, pid: int, seconds: float, directory: Path, load: Callable[[], Awaitable[Any]]
 ) -> None:
@@ -235,6 +280,7 @@ async def profile_during(
         await load()
         runs += 1
     out(f"--- profile: {name} (worker pid {pid}, {seconds:.0f} s, {runs} load iterations, raw: {path})")
+    out(profile_components(path))
     out(summarize_profile(path, top=30))
     out()
 
@@ -290,6 +336,11 @@ async def main_async(args: argparse.Namespace) -> None:
                 await asyncio.sleep(0.1)
             else:
                 out("  (namespace not stable after 30 s; measuring anyway)")
+
+            idle0, t_idle = worker_a.cpu_seconds(), time.perf_counter()
+            await asyncio.sleep(3)
+            idle_share = (worker_a.cpu_seconds() - idle0) / (time.perf_counter() - t_idle)
+            out(f"worker A idle CPU (timers, Kafka consumer, 8 ticks/250 ms): {100 * idle_share:.1f}% of a core")
 
             # ------------------------------------------------ part 1, concurrency 1
             out()
@@ -375,17 +426,22 @@ async def main_async(args: argparse.Namespace) -> None:
             out(f"  watcher settled: registrations={settled.get('registrations_total')}, "
                 f"polls={settled.get('polls_total')}")  # fmt: skip
             cold: list[float] = []
+            w0, e0 = worker_b.cpu_seconds(), proc_cpu_s(emulator.process.pid)
             for _ in range(args.cold_samples):
                 elapsed, rows, errors = await listing(url_b)
                 if rows != LIST_SIZE or errors:
                     out(f"  ! sample with rows={rows} metadata_errors={errors}")
                 cold.append(elapsed)
+            cold_worker_cpu = (worker_b.cpu_seconds() - w0) / len(cold)
+            cold_emulator_cpu = (proc_cpu_s(emulator.process.pid) - e0) / len(cold)
             floor_ms = math.ceil(LIST_SIZE / LIST_CONCURRENCY) * FAULT_LATENCY_MS
             cold_median = statistics.median(cold)
             out(f"cold listing (TTL 0), {len(cold)} samples ms: "
                 + ", ".join(f"{x:.0f}" for x in cold))  # fmt: skip
             out(f"  median {cold_median:.0f} ms  [target <= {COLD_TARGET_MS:.0f} ms; "
                 f"latency floor ceil(1000/16)x20 = {floor_ms} ms; median/floor = {cold_median / floor_ms:.2f}]")  # fmt: skip
+            out(f"  CPU per cold listing: worker {1000 * cold_worker_cpu:.0f} ms "
+                f"({1e6 * cold_worker_cpu / LIST_SIZE:.0f} µs/row), emulator {1000 * cold_emulator_cpu:.0f} ms")  # fmt: skip
 
             if not args.no_profile:
                 await profile_during(
@@ -438,6 +494,10 @@ async def main_async(args: argparse.Namespace) -> None:
                 out()
                 out("## Profiles (recorded after the measurements)")
                 await profile_during(
+                    "metadata-c1", worker_a.pid, args.profile_seconds, work,
+                    lambda: run_block(client, layer_url, 50, 1),
+                )  # fmt: skip
+                await profile_during(
                     "metadata-c32", worker_a.pid, args.profile_seconds, work,
                     lambda: run_block(client, layer_url, args.block, 32),
                 )  # fmt: skip
@@ -465,7 +525,7 @@ def main() -> None:
     parser.add_argument("--cold-samples", type=int, default=5)
     parser.add_argument("--cached-samples", type=int, default=2000)
     parser.add_argument("--gzip-samples", type=int, default=1000)
-    parser.add_argument("--profile-seconds", type=float, default=8.0)
+    parser.add_argument("--profile-seconds", type=float, default=6.0)
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
     args = parser.parse_args()

@@ -1,0 +1,52 @@
+"""The query path's cut: when it applies and how it composes with the caller's filters."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.stable_reads import stable_filter, stable_read_cut, with_stable_filter
+from tables.freshness import Freshness, IndexStatus
+
+
+@pytest.mark.parametrize(
+    ("status", "stable_as_of", "cut"),
+    [
+        (IndexStatus.UPDATING, 1000, 1000),
+        (IndexStatus.UPDATING, None, None),
+        (IndexStatus.STABLE, 1000, None),
+        (IndexStatus.UNKNOWN, None, None),
+    ],
+)
+def test_only_an_updating_namespace_with_a_known_watermark_is_cut(
+    status: IndexStatus, stable_as_of: int | None, cut: int | None
+) -> None:
+    state = Freshness(namespace="n", status=status.value, stable_as_of=stable_as_of)
+    assert stable_read_cut(state) == cut
+
+
+def test_a_namespace_layer_has_never_seen_is_not_cut() -> None:
+    assert stable_read_cut(None) is None
+
+
+def test_the_cut_keeps_unstamped_rows_visible() -> None:
+    assert stable_filter(5) == [
+        "Or",
+        [["_layer_upserted_at", "Lte", 5], ["_layer_upserted_at", "Eq", None]],
+    ]
+
+
+def test_the_callers_filters_are_anded_with_the_cut() -> None:
+    query = {"rank_by": ["id", "asc"], "filters": ["a", "Eq", 1]}
+    assert with_stable_filter(query, 5) == {
+        "rank_by": ["id", "asc"],
+        "filters": ["And", [["a", "Eq", 1], stable_filter(5)]],
+    }
+    assert with_stable_filter({"top_k": 1}, 5) == {"top_k": 1, "filters": stable_filter(5)}
+
+
+def test_every_sub_query_of_a_multi_query_is_cut() -> None:
+    body = {"queries": [{"top_k": 1}, {"top_k": 2, "filters": ["b", "Gt", 0]}], "limit": 3}
+    result = with_stable_filter(body, 7)
+    assert result["limit"] == 3
+    assert result["queries"][0]["filters"] == stable_filter(7)
+    assert result["queries"][1]["filters"] == ["And", [["b", "Gt", 0], stable_filter(7)]]
