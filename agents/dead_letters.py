@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+
 from faust.types import EventT
 from pydantic import ValidationError
 
@@ -41,5 +42,9 @@ async def dead_letter(event: EventT, exc: ValidationError) -> None:
     await topics.dead_letters.send(key=message.key, value=letter.model_dump_json().encode())
     counters["dead_letters_total"] += 1
     log.warning(
-        "dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, letter.reason
+        "dead-lettered %s[%d]@%d: %s",
+        message.topic,
+        message.partition,
+        message.offset,
+        letter.reason,
     )

@@ -129,7 +129,12 @@ def _success(namespace: str, observation: IndexObservation, started_at: int) -> 
 
 def _failure(namespace: str, error: str, started_at: int, retry_after_ms: int | None) -> Any:
     return lambda prev: on_poll_failure(
-        prev, namespace, error, started_at_ms=started_at, policy=policy, retry_after_ms=retry_after_ms
+        prev,
+        namespace,
+        error,
+        started_at_ms=started_at,
+        policy=policy,
+        retry_after_ms=retry_after_ms,
     )
 
 

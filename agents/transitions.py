@@ -85,7 +85,5 @@ async def apply_transition(namespace: str, partition: int, transition: Transitio
         snapshots_table[namespace] = history
     if (event := _stability_event(prev, new)) is not None:
         counters["stability_events_total"] += 1
-        await topics.stability.send(
-            key=namespace.encode(), value=event.model_dump_json().encode()
-        )
+        await topics.stability.send(key=namespace.encode(), value=event.model_dump_json().encode())
     return new

@@ -48,7 +48,9 @@ def authenticate(authorization: str | None, settings: Settings) -> Credential:
     scheme, _, token = (authorization or "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "missing or malformed Authorization header: expected 'Bearer <API key>'")
+        raise ApiError(
+            401, "missing or malformed Authorization header: expected 'Bearer <API key>'"
+        )
     own_keys = settings.layer_api_keys
     if not own_keys:
         return Credential(upstream_key=token, identity=_digest(token))

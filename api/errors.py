@@ -43,7 +43,9 @@ def error_body(message: str) -> bytes:
     return json.dumps({"status": "error", "error": message}).encode()
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         status=status, body=error_body(message), content_type="application/json", headers=headers
     )

@@ -35,4 +35,6 @@ class Readyz(web.View):
     async def get(self, request: web.Request) -> web.Response:
         if worker_is_ready():
             return self.json({"status": "ready"})
-        return self.json({"status": "error", "error": "worker not ready: recovering tables"}, status=503)
+        return self.json(
+            {"status": "error", "error": "worker not ready: recovering tables"}, status=503
+        )

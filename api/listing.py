@@ -88,7 +88,9 @@ def _short(exc: Exception) -> str:
     return str(exc).splitlines()[0][:MAX_ERROR_CHARS] if str(exc) else type(exc).__name__
 
 
-async def _row(name: str, credential: Credential, authorization: str, slots: asyncio.Semaphore) -> NamespaceRow:
+async def _row(
+    name: str, credential: Credential, authorization: str, slots: asyncio.Semaphore
+) -> NamespaceRow:
     async with slots:
         try:
             owner = None if holds_namespace(name) else owner_url(name)
@@ -108,7 +110,9 @@ async def _row(name: str, credential: Credential, authorization: str, slots: asy
     return listing_row(name, body, block, warm_inflight=name in _warming)
 
 
-async def build_listing(query: ListingQuery, credential: Credential, authorization: str) -> NamespaceListing:
+async def build_listing(
+    query: ListingQuery, credential: Credential, authorization: str
+) -> NamespaceListing:
     """Fetch one upstream page, enrich every row, cache the answer."""
     page, _ = await upstream.get_json(
         "/v1/namespaces", api_key=credential.upstream_key, params=query.upstream_params()

@@ -37,13 +37,13 @@ def local_block(namespace: str) -> LayerBlock:
     Layer has never seen it (`unknown`, not stable): a write is missing from its state.
     """
     state = None if notification_buffer.unconfirmed(namespace) else freshness_table.get(namespace)
-    temperature = cache_temperature(
-        state, now_ms=now_ms(), window_ms=settings.cache_warm_window_ms
-    )
+    temperature = cache_temperature(state, now_ms=now_ms(), window_ms=settings.cache_warm_window_ms)
     return layer_block(state, temperature)
 
 
-async def observe_namespace(namespace: str, credential: Credential) -> tuple[dict[str, Any], LayerBlock]:
+async def observe_namespace(
+    namespace: str, credential: Credential
+) -> tuple[dict[str, Any], LayerBlock]:
     """Fetch upstream metadata with the caller's key, tell the watcher, and pair it with `layer`."""
     started_at = now_ms()
     body, _ = await upstream.get_json(

@@ -97,9 +97,15 @@ def openapi_document() -> dict[str, Any]:
                 {"200": _json(NamespaceListing, "One page of namespaces"), "202": accepted},
                 [
                     _param("prefix", "query", "Only names starting with this", {"type": "string"}),
-                    _param("cursor", "query", "`next_cursor` of the previous page", {"type": "string"}),
-                    _param("page_size", "query", "Rows per page",
-                           {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+                    _param(
+                        "cursor", "query", "`next_cursor` of the previous page", {"type": "string"}
+                    ),
+                    _param(
+                        "page_size",
+                        "query",
+                        "Rows per page",
+                        {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                    ),
                 ],
             )  # fmt: skip
         },
@@ -116,8 +122,12 @@ def openapi_document() -> dict[str, Any]:
                 {"200": _json({"oneOf": [_ref(SnapshotPage), _ref(SnapshotBody)]}, "Snapshots")},
                 [
                     _NAMESPACE,
-                    _param("limit", "query", "Snapshots per page",
-                           {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+                    _param(
+                        "limit",
+                        "query",
+                        "Snapshots per page",
+                        {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                    ),
                     _param("before", "query", "Only snapshots older than this (epoch ms)", ms),
                     _param("as_of", "query", "Answer the snapshot in force at this time", ms),
                 ],
@@ -133,11 +143,17 @@ def openapi_document() -> dict[str, Any]:
         "/v2/operations/{operation_id}": {
             "get": _operation(
                 "Poll an asynchronous operation",
-                {"200": _json({"oneOf": [_ref(OperationRunning), _ref(OperationFinished)]}, "State")},
+                {
+                    "200": _json(
+                        {"oneOf": [_ref(OperationRunning), _ref(OperationFinished)]}, "State"
+                    )
+                },
                 [_param("operation_id", "path", "From the `Location` header", {"type": "string"})],
             )
         },
-        "/healthz": {"get": _operation("Liveness", {"200": _json(ProbeBody, "Alive")}, public=True)},
+        "/healthz": {
+            "get": _operation("Liveness", {"200": _json(ProbeBody, "Alive")}, public=True)
+        },
         "/readyz": {
             "get": _operation(
                 "Readiness: tables recovered, partitions held",
@@ -148,8 +164,12 @@ def openapi_document() -> dict[str, Any]:
         "/metrics": {
             "get": {
                 "summary": "Worker counters (Prometheus text format)",
-                "responses": {"200": {"description": "Counters",
-                                      "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                "responses": {
+                    "200": {
+                        "description": "Counters",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
             }  # fmt: skip
         },
     }

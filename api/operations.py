@@ -70,7 +70,9 @@ class Operation:
         if self.finished is None or self.result is None:
             return OperationRunning(start_time=_rfc3339(self.started))
         return OperationFinished(
-            start_time=_rfc3339(self.started), finish_time=_rfc3339(self.finished), result=self.result
+            start_time=_rfc3339(self.started),
+            finish_time=_rfc3339(self.finished),
+            result=self.result,
         )
 
 

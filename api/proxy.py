@@ -68,9 +68,7 @@ _INFLATED = frozenset({"content-encoding"})
 
 
 def _forward_headers(request: web.Request, upstream_key: str) -> dict[str, str]:
-    headers = {
-        k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | _INFLATED
-    }
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | _INFLATED}
     headers["Authorization"] = f"Bearer {upstream_key}"
     return headers
 
@@ -173,7 +171,9 @@ async def _proxy_write(
         except (ValueError, TypeError, AttributeError):
             pass
         notification_buffer.submit(namespace, rows=rows, body_bytes=len(body))
-    return web.Response(status=upstream.status_code, body=answer, headers=_response_headers(upstream))
+    return web.Response(
+        status=upstream.status_code, body=answer, headers=_response_headers(upstream)
+    )
 
 
 async def _proxy_query(
@@ -201,7 +201,9 @@ async def _proxy_query(
     ):
         await upstream.aclose()  # an unfiltered query was throttled: once more, with the cut
         filtered = True
-        upstream = await _send("POST", url, headers, json.dumps(with_stable_filter(query, stable_as_of)).encode())
+        upstream = await _send(
+            "POST", url, headers, json.dumps(with_stable_filter(query, stable_as_of)).encode()
+        )
     if 200 <= upstream.status_code < 300:
         await record_cache_activity(namespace)
     return await _stream_back(
@@ -216,11 +218,11 @@ async def _proxy_query(
 
 async def _relay_to_owner(request: web.Request, owner: str) -> web.StreamResponse:
     """A query on a namespace another worker owns: that worker holds the state to decide."""
-    headers = {
-        k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | _INFLATED
-    }
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | _INFLATED}
     headers[ROUTED_HEADER] = "1"
-    upstream = await _send(request.method, f"{owner}{request.rel_url}", headers, _body_stream(request))
+    upstream = await _send(
+        request.method, f"{owner}{request.rel_url}", headers, _body_stream(request)
+    )
     return await _stream_back(request, upstream)
 
 

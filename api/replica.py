@@ -71,7 +71,9 @@ def owner_url(namespace: str) -> str | None:
 
 async def forward_to_owner(request: web.Request, owner: str) -> web.Response:
     """Replay this GET on the owner and hand its answer back unchanged."""
-    headers = {name: request.headers[name] for name in _FORWARDED_HEADERS if name in request.headers}
+    headers = {
+        name: request.headers[name] for name in _FORWARDED_HEADERS if name in request.headers
+    }
     headers[ROUTED_HEADER] = "1"
     response = await _peer_client.get(f"{owner}{request.rel_url}", headers=headers)
     return web.Response(

@@ -37,7 +37,9 @@ def run_worker(_args: argparse.Namespace) -> None:
     # httpx logs every request at INFO: too loud for a service that polls continuously.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
-    Worker(app, loglevel=settings.log_level.upper(), redirect_stdouts=False).execute_from_commandline()
+    Worker(
+        app, loglevel=settings.log_level.upper(), redirect_stdouts=False
+    ).execute_from_commandline()
 
 
 def run_dev(_args: argparse.Namespace) -> None:
@@ -109,9 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         "dev", help="run the embedded broker, the emulator and a worker"
     ).set_defaults(run=run_dev)
 
-    emulator = commands.add_parser(
-        "emulator", help="run the turbopuffer emulator", add_help=False
-    )
+    emulator = commands.add_parser("emulator", help="run the turbopuffer emulator", add_help=False)
     emulator.add_argument("emulator_args", nargs=argparse.REMAINDER)
     emulator.set_defaults(run=run_emulator)
 

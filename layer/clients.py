@@ -28,7 +28,9 @@ __all__ = ["WriteNotifier", "bootstrap_servers", "stability_changes"]
 
 def bootstrap_servers(broker_url: str) -> str:
     """`kafka://a:9092;kafka://b:9092` (Faust's form) → `a:9092,b:9092` (aiokafka's)."""
-    hosts = [part.strip().removeprefix("kafka://") for part in broker_url.replace(";", ",").split(",")]
+    hosts = [
+        part.strip().removeprefix("kafka://") for part in broker_url.replace(";", ",").split(",")
+    ]
     return ",".join(host for host in hosts if host)
 
 

@@ -90,7 +90,9 @@ class DevStack:
                     f"or set {setting} to another port"
                 )
 
-    def _spawn(self, argv: list[str], log_name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, argv: list[str], log_name: str, env: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
         log = open(self.data_dir / log_name, "ab")  # noqa: SIM115 (the child keeps it)
         process = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -134,9 +136,7 @@ class DevStack:
             LAYER_DATA_DIR=str(self.data_dir / "worker"),
         )
         worker_env.pop("TURBOPUFFER_REGION", None)
-        worker = self._spawn(
-            [sys.executable, "-m", "layer", "worker"], "worker.log", worker_env
-        )
+        worker = self._spawn([sys.executable, "-m", "layer", "worker"], "worker.log", worker_env)
         wait_http_ok(f"{self.settings.web_url}/healthz", worker, START_TIMEOUT_S)
 
     def stop(self) -> None:
@@ -168,7 +168,7 @@ class DevStack:
                 "Try it: write to turbopuffer (the emulator), tell Layer, read the freshness:",
                 f"  curl -s -H 'Authorization: Bearer {DEV_API_KEY}' \\",
                 f"    -X POST http://127.0.0.1:{self.emulator_port}/v2/namespaces/demo \\",
-                "    -d '{\"upsert_rows\": [{\"id\": 1, \"title\": \"hello\"}]}'",
+                '    -d \'{"upsert_rows": [{"id": 1, "title": "hello"}]}\'',
                 "  .venv/bin/layer notify demo --rows 1",
                 f"  curl -s -H 'Authorization: Bearer {DEV_API_KEY}' "
                 f"{layer_url}/v2/namespaces/demo/metadata",

@@ -100,7 +100,7 @@ class Registration(_Event):
 
 
 class CacheActivity(_Event):
-    """`{prefix}.ticks`, kind `cache`: a cache warm or a query succeeded upstream. Key: namespace."""
+    """`{prefix}.ticks`, kind `cache`: a warm or a query succeeded upstream. Key: namespace."""
 
     version: Literal[1] = 1
     kind: Literal["cache"] = "cache"

@@ -282,7 +282,9 @@ class Settings(BaseSettings):
         if url is not None and not url.startswith(("http://", "https://")):
             raise ValueError("TURBOPUFFER_BASE_URL must start with http:// or https://")
         if self.api_keys is not None and self.turbopuffer_api_key is None:
-            raise ValueError("LAYER_API_KEYS needs TURBOPUFFER_API_KEY (the key Layer calls upstream with)")
+            raise ValueError(
+                "LAYER_API_KEYS needs TURBOPUFFER_API_KEY (the key Layer calls upstream with)"
+            )
         if self.slow_poll_interval_ms < self.fast_poll_interval_ms:
             raise ValueError(
                 "LAYER_SLOW_POLL_INTERVAL_MS must be at least LAYER_FAST_POLL_INTERVAL_MS"
@@ -294,7 +296,9 @@ class Settings(BaseSettings):
         """The keys of `LAYER_API_KEYS` (empty: pass-through mode)."""
         if self.api_keys is None:
             return frozenset()
-        return frozenset(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())
+        return frozenset(
+            k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()
+        )
 
     @cached_property
     def upstream_url(self) -> str:

@@ -178,7 +178,9 @@ class Upstream:
                 method, path, params=params, json=json, headers=all_headers
             )
         except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(f"upstream did not answer in time ({type(exc).__name__})") from None
+            raise UpstreamTimeout(
+                f"upstream did not answer in time ({type(exc).__name__})"
+            ) from None
         except httpx.TransportError as exc:
             raise UpstreamUnavailable(f"upstream unreachable ({type(exc).__name__})") from None
 
@@ -189,14 +191,18 @@ class Upstream:
         response = await self.request("GET", path, api_key=api_key, params=params)
         if response.status_code >= 400:
             raise UpstreamStatusError(
-                response.status_code, _error_message(response), parse_retry_after_ms(response.headers)
+                response.status_code,
+                _error_message(response),
+                parse_retry_after_ms(response.headers),
             )
         try:
             return response.json(), response
         except ValueError:
             raise UpstreamBadResponse("upstream answered with a body that is not JSON") from None
 
-    async def metadata(self, namespace: str, *, api_key: str) -> tuple[dict[str, Any], IndexObservation]:
+    async def metadata(
+        self, namespace: str, *, api_key: str
+    ) -> tuple[dict[str, Any], IndexObservation]:
         """The namespace's metadata body, verbatim, and what it says about the index."""
         body, _ = await self.get_json(
             f"/v2/namespaces/{validate_namespace(namespace)}/metadata", api_key=api_key

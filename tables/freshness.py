@@ -251,7 +251,9 @@ def stability_change(prev: Freshness | None, new: Freshness) -> ChangeKind | Non
     if new.is_stable != was_stable:
         return "became_stable" if new.is_stable else "became_unstable"
     prev_watermark = prev.stable_as_of if prev is not None else None
-    if new.stable_as_of is not None and (prev_watermark is None or new.stable_as_of > prev_watermark):
+    if new.stable_as_of is not None and (
+        prev_watermark is None or new.stable_as_of > prev_watermark
+    ):
         return "advanced"
     return None
 

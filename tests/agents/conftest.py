@@ -67,4 +67,3 @@ def upstream_metadata(monkeypatch: pytest.MonkeyPatch) -> AsyncMock:
     mock = AsyncMock(name="upstream.metadata")
     monkeypatch.setattr(poller.upstream, "metadata", mock)
     return mock
-

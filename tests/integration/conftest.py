@@ -61,7 +61,9 @@ class EmulatorProcess:
                 "--api-key", EMULATOR_KEY, "--api-key", OTHER_EMULATOR_KEY,
                 *extra_args]  # fmt: skip
         self.process = subprocess.Popen(
-            argv, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT  # noqa: SIM115
+            argv,
+            stdout=open(log_path, "ab"),
+            stderr=subprocess.STDOUT,  # noqa: SIM115
         )
         self.client = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {EMULATOR_KEY}"}, timeout=10

@@ -47,7 +47,9 @@ def test_layer_dev_serves_healthz_and_sigterm_stops_all_three_processes(tmp_path
                 return False
 
         wait_until(healthy, 60, "layer dev's worker to answer /healthz")
-        assert port_in_use("127.0.0.1", ports["emulator"]) and port_in_use("127.0.0.1", ports["broker"])
+        assert port_in_use("127.0.0.1", ports["emulator"]) and port_in_use(
+            "127.0.0.1", ports["broker"]
+        )
     finally:
         dev.send_signal(signal.SIGTERM)
         output = dev.communicate(timeout=30)[0].decode()

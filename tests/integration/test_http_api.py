@@ -129,9 +129,7 @@ def test_upstream_unreachable_is_502_and_timeout_is_504(
     cluster: LayerCluster, emulator: EmulatorProcess
 ) -> None:
     # Workers of their own cluster: in the shared one, a read would be routed to its owner.
-    unreachable = cluster.worker(
-        "unreachable", TURBOPUFFER_BASE_URL="http://127.0.0.1:9"
-    ).start()
+    unreachable = cluster.worker("unreachable", TURBOPUFFER_BASE_URL="http://127.0.0.1:9").start()
     _assert_error(unreachable.http.get("/v2/namespaces/anything/metadata"), 502)
     unreachable.stop()
 
@@ -263,9 +261,7 @@ def test_warm_marks_the_namespace_warm_in_the_listing(
     response = worker.http.post(f"/v2/namespaces/{namespace}/warm")
     assert response.status_code == 202 and response.json()["status"] == "ACCEPTED"
     assert emulator.stats()["namespaces"][namespace].get("hint_cache_warm") == 1
-    wait_until(
-        lambda: worker.layer_state(namespace)["cache_state"] == "warm", 10, "cache activity"
-    )
+    wait_until(lambda: worker.layer_state(namespace)["cache_state"] == "warm", 10, "cache activity")
     row = worker.http.get("/v2/namespaces", params={"prefix": namespace}).json()["namespaces"][0]
     assert row["cache_state"] == {"state": "warm", "warm_inflight": False}
 

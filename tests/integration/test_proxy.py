@@ -88,7 +88,10 @@ def test_the_official_sdk_runs_a_realistic_session_through_layer_unchanged(
     with pytest.raises(turbopuffer.NotFoundError):
         ns.metadata()
 
-    every = [row.id for row in strict_namespace(sdk, f"{name}b").query(rank_by=("n", "asc"), top_k=5).rows]
+    every = [
+        row.id
+        for row in strict_namespace(sdk, f"{name}b").query(rank_by=("n", "asc"), top_k=5).rows
+    ]
     assert every == [1]
 
 
@@ -146,7 +149,9 @@ async def test_stable_reads_hide_rows_written_after_the_watermark_until_indexed(
         assert response.status_code == 200, response.text
         return [row["id"] for row in response.json()["rows"]], response.headers["X-Layer-Filtered"]
 
-    assert worker.http.post(f"/v2/namespaces/{name}", json={"upsert_rows": [{"id": 1}, {"id": 2}]}).is_success
+    assert worker.http.post(
+        f"/v2/namespaces/{name}", json={"upsert_rows": [{"id": 1}, {"id": 2}]}
+    ).is_success
     emulator.force_indexing(name)
     worker.metadata(name)
     await eventually(lambda: worker.layer_state(name)["is_stable"], 20, "batch 1 stable")

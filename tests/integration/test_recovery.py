@@ -50,7 +50,9 @@ def _snapshot(worker, namespaces: list[str]) -> dict[str, dict]:  # type: ignore
     return {ns: worker.layer_state(ns) for ns in namespaces}
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+@pytest.mark.parametrize(
+    "stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"]
+)
 async def test_table_is_rebuilt_from_the_changelog_and_no_notification_is_lost(
     cluster: LayerCluster,
     emulator: EmulatorProcess,
@@ -68,14 +70,18 @@ async def test_table_is_rebuilt_from_the_changelog_and_no_notification_is_lost(
     first_write = int(time.time() * 1000)
     await _notify(producer, topic, dict.fromkeys(namespaces, first_write))
     await eventually(
-        lambda: all((worker.layer_state(ns)["last_write_ms"] or 0) >= first_write for ns in namespaces[-5:]),
+        lambda: all(
+            (worker.layer_state(ns)["last_write_ms"] or 0) >= first_write for ns in namespaces[-5:]
+        ),
         30,
         "the first burst to be applied",
     )
     stable = await eventually(
-        lambda: (s := _snapshot(worker, namespaces))
-        and all((v["last_write_ms"] or 0) >= first_write and v["is_stable"] for v in s.values())
-        and s,
+        lambda: (
+            (s := _snapshot(worker, namespaces))
+            and all((v["last_write_ms"] or 0) >= first_write and v["is_stable"] for v in s.values())
+            and s
+        ),
         30,
         "every namespace written and stable",
     )
@@ -85,9 +91,13 @@ async def test_table_is_rebuilt_from_the_changelog_and_no_notification_is_lost(
     covered = {ns: state["stable_as_of"] for ns, state in stable.items()}
     await _notify(producer, topic, covered)
     before = await eventually(
-        lambda: (s := _snapshot(worker, namespaces))
-        and all(s[ns]["last_write_ms"] == covered[ns] and s[ns]["is_stable"] for ns in namespaces)
-        and s,
+        lambda: (
+            (s := _snapshot(worker, namespaces))
+            and all(
+                s[ns]["last_write_ms"] == covered[ns] and s[ns]["is_stable"] for ns in namespaces
+            )
+            and s
+        ),
         30,
         "the covered writes to be applied",
     )
@@ -99,6 +109,7 @@ async def test_table_is_rebuilt_from_the_changelog_and_no_notification_is_lost(
     await _notify(producer, topic, dict.fromkeys(late, second_write))
 
     restarted = cluster.worker("w1", **SETTINGS).start()
+
     def caught_up() -> dict[str, dict] | None:
         states = _snapshot(restarted, namespaces)
         pending = [

@@ -72,7 +72,11 @@ def test_every_route_answers_the_same_on_every_worker(
     ]
     assert [row["name"] for row in listings[0]] == sorted(names)
     for one, other in zip(*listings, strict=True):
-        assert one["stable_as_of_ms"] == other["stable_as_of_ms"] == blocks[one["name"]]["stable_as_of"]
+        assert (
+            one["stable_as_of_ms"]
+            == other["stable_as_of_ms"]
+            == blocks[one["name"]]["stable_as_of"]
+        )
         assert one["is_stable"] is other["is_stable"] is True
 
     snapshots = [w.http.get(f"/v2/namespaces/{names[0]}/snapshots").json() for w in workers]
@@ -83,8 +87,10 @@ def test_every_route_answers_the_same_on_every_worker(
     )
     assert accepted.status_code == 202
     done = wait_until(
-        lambda: (b := workers[1].http.get(accepted.headers["Location"]).json())["status"]
-        == "finished" and b,
+        lambda: (
+            (b := workers[1].http.get(accepted.headers["Location"]).json())["status"] == "finished"
+            and b
+        ),
         20,
         "the operation, polled on the other worker",
     )

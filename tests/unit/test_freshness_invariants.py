@@ -465,11 +465,13 @@ def test_an_uncovered_write_makes_the_namespace_due_unless_it_is_backing_off(
         if step.applied[0] != "write":
             continue
         prev, new, written_at = step.prev, step.new, step.applied[1]
-        covered = prev is not None and prev.stable_as_of is not None and (
-            written_at <= prev.stable_as_of
+        covered = (
+            prev is not None and prev.stable_as_of is not None and (written_at <= prev.stable_as_of)
         )
-        seen = prev is not None and prev.last_write_ms is not None and (
-            written_at <= prev.last_write_ms
+        seen = (
+            prev is not None
+            and prev.last_write_ms is not None
+            and (written_at <= prev.last_write_ms)
         )
         if seen:
             assert new == prev, "a write no newer than one already seen changes nothing"
@@ -491,8 +493,10 @@ def test_stable_namespace_waits_the_slow_interval_and_updating_one_the_fast_inte
         if kind != "poll":
             continue
         new, prev = step.new, step.prev
-        stale = prev is not None and prev.last_observed_ms is not None and (
-            started_at < prev.last_observed_ms
+        stale = (
+            prev is not None
+            and prev.last_observed_ms is not None
+            and (started_at < prev.last_observed_ms)
         )
         if stale and result != "failure":
             assert new.next_poll_ms == prev.next_poll_ms, "a stale answer keeps the cadence"

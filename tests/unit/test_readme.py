@@ -28,6 +28,8 @@ def test_readme_configuration_table_lists_exactly_the_settings() -> None:
 def test_readme_gives_the_two_commands_in_order() -> None:
     text = README.read_text()
     assert "make dev" in text and "make test" in text
-    assert text.index("## Two commands") < text.index("## Configuration") < text.index(
-        "## Running against real turbopuffer and a real Kafka"
+    assert (
+        text.index("## Two commands")
+        < text.index("## Configuration")
+        < text.index("## Running against real turbopuffer and a real Kafka")
     )

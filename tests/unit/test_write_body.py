@@ -48,7 +48,7 @@ def test_rows_are_stamped_and_everything_else_is_untouched() -> None:
     assert result == expected(body) and rows == 3
 
 
-@pytest.mark.parametrize("ids", [[1, 2, 3], ["a", "b"], ["ü,\"}", "x"]])
+@pytest.mark.parametrize("ids", [[1, 2, 3], ["a", "b"], ['ü,"}', "x"]])
 def test_columns_get_a_stamp_column_as_long_as_the_id_column(ids: list[Any]) -> None:
     body = {"upsert_columns": {"id": ids, "vector": [[0.5, 0.5]] * len(ids)}}
     result, rows = stamped(body)
@@ -99,7 +99,9 @@ scalars = st.one_of(
 )
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 attribute_names = st.text(min_size=1, max_size=6).filter(lambda k: not k.startswith("_layer_"))
