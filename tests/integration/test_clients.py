@@ -1,0 +1,110 @@
+"""The producer and consumer helpers, and `layer notify` / `layer watch`, against a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from layer.clients import WriteNotifier, stability_changes
+from tests.integration.conftest import (
+    EmulatorProcess,
+    LayerCluster,
+    eventually,
+    unique_namespace,
+)
+
+
+def _cli_env(cluster: LayerCluster) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("LAYER_", "TURBOPUFFER_"))},
+        "LAYER_KAFKA_BROKER": cluster.broker.url,
+        "LAYER_TOPIC_PREFIX": cluster.topic_prefix,
+    }
+
+
+async def test_write_notifier_and_stability_iterator_round_trip_through_a_worker(
+    cluster: LayerCluster, emulator: EmulatorProcess
+) -> None:
+    prefix = unique_namespace("client")
+    name = f"{prefix}-a"
+    emulator.write(name, {"upsert_rows": [{"id": 1}]})
+    emulator.force_indexing(name)
+    worker = cluster.worker().start()
+
+    async def first_change() -> str:
+        async for change in stability_changes(
+            cluster.broker.bootstrap,
+            topic_prefix=cluster.topic_prefix,
+            prefix=prefix,
+            from_beginning=True,
+        ):
+            return f"{change.namespace}:{change.change}"
+        raise AssertionError("the iterator ended")
+
+    watching = asyncio.create_task(first_change())
+    async with WriteNotifier(
+        cluster.broker.bootstrap, topic_prefix=cluster.topic_prefix, source="test"
+    ) as notifier:
+        note = await notifier.notify(name, rows=1)
+    assert note.namespace == name and note.source == "test"
+    await eventually(
+        lambda: worker.layer_state(name)["last_write_ms"] is not None, 20, "the notification"
+    )
+    assert await asyncio.wait_for(watching, 30) == f"{name}:became_stable"
+
+
+def test_layer_notify_and_layer_watch_on_the_command_line(
+    cluster: LayerCluster, emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    name = unique_namespace("cli")
+    emulator.write(name, {"upsert_rows": [{"id": 1}]})
+    emulator.force_indexing(name)
+    worker = cluster.worker().start()
+    env = _cli_env(cluster)
+
+    notified = subprocess.run(
+        [sys.executable, "-m", "layer", "notify", name, "--rows", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert notified.returncode == 0, notified.stderr
+    printed = json.loads(notified.stdout)
+    assert printed["namespace"] == name and printed["rows"] == 3
+    assert printed["source"] == "layer-cli"
+
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "layer", "watch", "--prefix", name, "--from-beginning"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        worker.metadata(name)
+        line = watch.stdout.readline() if watch.stdout else ""
+    finally:
+        watch.terminate()
+        watch.wait(10)
+    assert name in line and "became_stable" in line and "is_stable=true" in line
+
+
+def test_an_invalid_setting_stops_the_worker_with_one_line_naming_it(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LAYER_", "TURBOPUFFER_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "layer", "worker"],
+        env={**env, "LAYER_PORT": "eighty", "TURBOPUFFER_API_KEY": "k"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "LAYER_PORT" in result.stderr and "Traceback" not in result.stderr
