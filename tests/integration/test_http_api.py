@@ -381,3 +381,28 @@ def test_openapi_document_describes_layers_routes(worker: WorkerProcess) -> None
     assert {"name", "stable_as_of_ms", "is_stable", "cache_state", "metadata_error"} <= set(
         row["properties"]
     )
+
+
+def test_with_layer_api_keys_callers_use_layers_keys_and_layer_calls_upstream_with_its_own(
+    cluster: LayerCluster, emulator: EmulatorProcess
+) -> None:
+    namespace = unique_namespace("ownkeys")
+    _create(emulator, namespace)
+    guarded = cluster.worker("guarded", LAYER_API_KEYS="layer-key-1, layer-key-2").start()
+    allowed = guarded.http.get(
+        f"/v2/namespaces/{namespace}/metadata", headers={"Authorization": "Bearer layer-key-2"}
+    )
+    assert allowed.status_code == 200 and "layer" in allowed.json()
+    refused = guarded.http.get(f"/v2/namespaces/{namespace}/metadata")  # the upstream key
+    _assert_error(refused, 401)
+    guarded.stop()
+
+
+def test_keys_never_reach_the_logs(worker: WorkerProcess, emulator: EmulatorProcess) -> None:
+    namespace = unique_namespace("secret")
+    _create(emulator, namespace)
+    emulator.add_fault(route="metadata", namespace=namespace, status=500)
+    worker.http.get(f"/v2/namespaces/{namespace}/metadata")
+    worker.http.get("/v2/namespaces", headers={"Authorization": "Bearer not-a-real-key-123"})
+    log = worker.log_path.read_text(errors="replace")
+    assert EMULATOR_KEY not in log and "not-a-real-key-123" not in log
