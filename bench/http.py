@@ -81,6 +81,46 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_cpu_snapshot() -> dict[int, tuple[str, int, float]]:
+    """pid → (command, parent pid, CPU seconds) of every process we can read."""
+    snapshot: dict[int, tuple[str, int, float]] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        snapshot[int(entry.name)] = (
+            cmd.strip()[:90] or stat.split("(", 1)[1].split(")", 1)[0],
+            int(fields[1]),
+            (int(fields[11]) + int(fields[12])) / ticks,
+        )
+    return snapshot
+
+
+def other_load(before: dict[int, tuple[str, int, float]], seconds: float) -> str:
+    """CPU used during the run by processes that are not this benchmark or its children."""
+    after = process_cpu_snapshot()
+    me = os.getpid()
+    ours = {me} | {pid for pid, (_, ppid, _) in after.items() if ppid == me}
+    ours |= {pid for pid, (_, ppid, _) in before.items() if ppid == me}
+    used = []
+    for pid, (cmd, _, cpu) in after.items():
+        if pid in ours:
+            continue
+        delta = cpu - before[pid][2] if pid in before else cpu
+        if delta > 0.05:
+            used.append((delta, pid, cmd))
+    used.sort(reverse=True)
+    total = sum(d for d, _, _ in used)
+    top = "; ".join(f"{100 * d / seconds:.0f}% pid {pid} {cmd}" for d, pid, cmd in used[:4])
+    return f"other processes used {100 * total / seconds:.0f}% of a core during the run (top: {top})"
+
+
 def fmt(stats: dict[str, float], keys: tuple[str, ...] = ("p50", "p90", "p99", "max")) -> str:
     return "  ".join(f"{k}={stats[k]:.2f}" for k in keys if k in stats) + f"  (n={stats['n']})"
 
@@ -307,6 +347,7 @@ async def main_async(args: argparse.Namespace) -> None:
     }
     print_header("HTTP API benchmark (bench/http.py)", settings)
     t_start = time.monotonic()
+    cpu_before = process_cpu_snapshot()
 
     with EmbeddedBroker(log_path=work / "broker.log") as broker:
         emulator = EmulatorProcess(work / "emulator.log")
@@ -513,7 +554,9 @@ async def main_async(args: argparse.Namespace) -> None:
             for worker in workers:
                 worker.close()
             emulator.stop()
-    out(f"total runtime {time.monotonic() - t_start:.0f} s; loadavg after: {os.getloadavg()}")
+    elapsed = time.monotonic() - t_start
+    out(f"total runtime {elapsed:.0f} s; loadavg after: {os.getloadavg()}")
+    out(other_load(cpu_before, elapsed))
 
 
 def main() -> None:
