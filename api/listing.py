@@ -163,7 +163,7 @@ class WarmNamespace(web.View):
             )
         finally:
             _warming.discard(namespace)
-        await record_cache_activity(namespace)
+        record_cache_activity(namespace)
         message = body.get("message") if isinstance(body, dict) else None
         return model_response(
             WarmAccepted(message=str(message or "cache warm hint accepted")), status=202

@@ -53,7 +53,7 @@ async def observe_namespace(
         observation = parse_metadata(body)
     except UpstreamBadResponse:
         observation = None
-    await register_read(namespace, freshness_table.get(namespace), body, observation, started_at)
+    register_read(namespace, freshness_table.get(namespace), body, observation, started_at)
     return body, local_block(namespace)
 
 

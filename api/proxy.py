@@ -205,7 +205,7 @@ async def _proxy_query(
             "POST", url, headers, json.dumps(with_stable_filter(query, stable_as_of)).encode()
         )
     if 200 <= upstream.status_code < 300:
-        await record_cache_activity(namespace)
+        record_cache_activity(namespace)
     return await _stream_back(
         request,
         upstream,
@@ -253,7 +253,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     body = _body_stream(request) if request.body_exists else None
     upstream = await _send(request.method, url, headers, body)
     if namespace is not None and rest == "/hint_cache_warm" and upstream.is_success:
-        await record_cache_activity(namespace)
+        record_cache_activity(namespace)
     return await _stream_back(request, upstream)
 
 

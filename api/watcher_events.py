@@ -24,6 +24,11 @@ _recently_sent: dict[tuple[str, str | None], float] = {}
 _RECENTLY_SENT_MAX = 10_000
 
 
+def _send_soon(namespace: str, value: bytes) -> None:
+    """Hand the event to the producer's buffer: a read never waits on Kafka for it."""
+    topics.ticks.send_soon(key=namespace.encode(), value=value)
+
+
 def _throttled(namespace: str, news: str | None, interval_ms: int) -> bool:
     """True if the same news about `namespace` was sent within `interval_ms`."""
     now = time.monotonic()
@@ -37,7 +42,7 @@ def _throttled(namespace: str, news: str | None, interval_ms: int) -> bool:
     return False
 
 
-async def register_read(
+def register_read(
     namespace: str,
     state: Freshness | None,
     body: dict[str, Any],
@@ -63,7 +68,7 @@ async def register_read(
     if _throttled(namespace, status, settings.fast_poll_interval_ms):
         return
     message = Registration(namespace=namespace, observed_at_ms=now_ms(), observation=observed)
-    await topics.ticks.send(key=namespace.encode(), value=message.model_dump_json().encode())
+    _send_soon(namespace, message.model_dump_json().encode())
 
 
 #: Cache activity is worth an event at most this often per namespace: the temperature window
@@ -71,9 +76,9 @@ async def register_read(
 CACHE_ACTIVITY_EVERY_MS = 5_000
 
 
-async def record_cache_activity(namespace: str) -> None:
+def record_cache_activity(namespace: str) -> None:
     """Tell the watcher a cache warm or a query on `namespace` just succeeded upstream."""
     if _throttled(namespace, "cache", CACHE_ACTIVITY_EVERY_MS):
         return
     message = CacheActivity(namespace=namespace, at_ms=now_ms())
-    await topics.ticks.send(key=namespace.encode(), value=message.model_dump_json().encode())
+    _send_soon(namespace, message.model_dump_json().encode())

@@ -175,7 +175,6 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, emulator: Emulat
         (await emu.post(f"/v2/namespaces/{ns}", json={"upsert_rows": [{"id": 2}]})).raise_for_status()
         await notify(ns)
         await wait_for(client, ns, False, 0.01)
-        await asyncio.sleep(random.uniform(0, args.fast_ms / 1000))
         (await emu.post(f"/_emulator/indexing/{ns}/force")).raise_for_status()
         t0 = time.monotonic()
         t1, _ = await wait_for(client, ns, True, interval)

@@ -358,6 +358,36 @@ def profile_worker(pid: int, seconds: float, out: Path, rate: int = 100) -> subp
     )
 
 
+#: Buckets for a profile's samples, in priority order: a stack goes to the first bucket one of
+#: whose patterns matches any of its frames ("event loop" is what is left: loop overhead,
+#: callbacks and stacks py-spy could not unwind to a known frame).
+BUCKETS: list[tuple[str, tuple[str, ...]]] = [
+    ("logging (debug records built: root logger at DEBUG)", ("(logging/__init__.py)",)),
+    ("table write → changelog produce (faust producer buffer, aiokafka sender/conn)",
+     ("ProducerBuffer.", "Topic.publish_message", "Producer.send (faust", "AIOKafkaProducer.send",
+      "Sender.", "SendProduceReqHandler", "MessageAccumulator", "_SelectorSocketTransport.write")),
+    ("changelog recovery (faust tables/recovery)", ("Recovery.", "(faust/tables/recovery.py)")),
+    ("app: transitions / Freshness records / parsing",
+     ("apply_transition", "on_write", "on_poll", "coalesce_batch", "parse_write_notification",
+      "(faust/models/", "Record.", "_replace (tables/", "(tables/", "(pydantic")),
+    ("table get/set bookkeeping (faust Table/Collection)", ("(faust/tables/",)),
+    ("consumer → stream delivery (fetcher, conductor, Stream, take_events)",
+     ("(aiokafka/consumer/", "Conductor.", "(faust/streams.py)", "take_events", "add_to_buffer",
+      "(faust/transport/consumer.py)", "(faust/channels.py)", "(faust/topics.py)")),
+    ("watcher polls (httpx, upstream)", ("(httpx/", "(httpcore/", "(agents/ticks.py)", "(layer/upstream.py)")),
+    ("web (aiohttp server)", ("(aiohttp/",)),
+    ("event loop / mode services (scheduling, waits)", ("(asyncio/", "(mode/", "(selectors.py)")),
+]
+
+
+def bucket_of(frames: list[str]) -> str:
+    for name, patterns in BUCKETS:
+        for frame in reversed(frames):
+            if any(p in frame for p in patterns):
+                return name
+    return "other"
+
+
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
 
 
@@ -382,6 +412,7 @@ def summarize_profile(path: Path, top: int = 25) -> str:
     exclusive: collections.Counter[str] = collections.Counter()
     idle = 0
     threads: collections.Counter[str] = collections.Counter()
+    buckets: collections.Counter[str] = collections.Counter()
     for line in path.read_text().splitlines():
         stack, _, count_s = line.rpartition(" ")
         if not stack:
@@ -395,6 +426,7 @@ def summarize_profile(path: Path, top: int = 25) -> str:
             frames = frames[1:]
         if frames and ("select (selectors.py)" in frames[-1] or "_run_once" in frames[-1] and len(frames) < 4):
             idle += count
+        buckets[bucket_of(frames)] += count
         for frame in set(frames):
             inclusive[frame] += count
         if frames:
@@ -404,6 +436,9 @@ def summarize_profile(path: Path, top: int = 25) -> str:
     lines = [f"samples: {total}  idle in selector (event loop waiting): {100 * idle / total:.1f}%"]
     if threads:
         lines.append("threads: " + ", ".join(f"{t} {100 * c / total:.1f}%" for t, c in threads.most_common()))
+    lines.append("by component (first bucket, in the order listed in harness.BUCKETS, with a frame in the stack; % of samples):")
+    for name, count in buckets.most_common():
+        lines.append(f"  {100 * count / total:5.1f}%  {name}")
     lines.append("top inclusive (% of samples):")
     for frame, count in inclusive.most_common(top):
         lines.append(f"  {100 * count / total:5.1f}%  {frame}")

@@ -22,9 +22,16 @@ Cached: the part-1 worker (default 10 s TTL); one listing fills the cache, then 
 listings within the TTL (refills excluded). Target: p99 ≤ 5 ms. Also shown: the same with
 `Accept-Encoding: gzip` (a browser dashboard), which the compression middleware honours.
 
+Part 3, upstream client cost: Layer's half of a metadata read is mostly its upstream HTTP
+client, so this measures, in this process and side by side (rotated order), the CPU per
+request of `layer.upstream.Upstream` (httpx, as the worker configures it) and of alternative
+clients doing the same GET against the emulator, at concurrency 1, 16 (the listing's) and 32.
+
 py-spy profiles (`--no-profile` skips them) are recorded after the measurements, so they do
-not perturb them: the worker under concurrency-32 metadata load, during cold listings, and
-during cached listings. Nothing here asserts on time.
+not perturb them: the worker during cold listings, under concurrency-1 and -32 metadata load,
+and during cached listings, each summarized by component (upstream client, pydantic JSON,
+socket sends, …) and by function. Other processes' CPU during the run is printed at the end
+(the machine is shared). Nothing here asserts on time.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ import statistics  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Awaitable, Callable  # noqa: E402
+from importlib.metadata import version as importlib_version  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -90,7 +98,7 @@ def process_cpu_snapshot() -> dict[int, tuple[str, int, float]]:
             continue
         try:
             stat = (entry / "stat").read_text()
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cmd = " ".join((entry / "cmdline").read_bytes().decode(errors="replace").split())
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
@@ -102,23 +110,47 @@ def process_cpu_snapshot() -> dict[int, tuple[str, int, float]]:
     return snapshot
 
 
-def other_load(before: dict[int, tuple[str, int, float]], seconds: float) -> str:
-    """CPU used during the run by processes that are not this benchmark or its children."""
-    after = process_cpu_snapshot()
-    me = os.getpid()
-    ours = {me} | {pid for pid, (_, ppid, _) in after.items() if ppid == me}
-    ours |= {pid for pid, (_, ppid, _) in before.items() if ppid == me}
-    used = []
-    for pid, (cmd, _, cpu) in after.items():
-        if pid in ours:
-            continue
-        delta = cpu - before[pid][2] if pid in before else cpu
-        if delta > 0.05:
-            used.append((delta, pid, cmd))
-    used.sort(reverse=True)
-    total = sum(d for d, _, _ in used)
-    top = "; ".join(f"{100 * d / seconds:.0f}% pid {pid} {cmd}" for d, pid, cmd in used[:4])
-    return f"other processes used {100 * total / seconds:.0f}% of a core during the run (top: {top})"
+class OtherLoad:
+    """CPU used by processes that are not this benchmark or its children, sampled every 2 s
+    in a thread (so processes that start and end during the run are counted too)."""
+
+    def __init__(self) -> None:
+        self.used: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._last = process_cpu_snapshot()
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        now = process_cpu_snapshot()
+        me = os.getpid()
+        for pid, (cmd, ppid, cpu) in now.items():
+            if pid == me or ppid == me:
+                continue
+            delta = cpu - self._last[pid][2] if pid in self._last else cpu
+            previous = self.used.get(pid, (cmd, 0.0))[1]
+            self.used[pid] = (cmd, previous + max(0.0, delta))
+        self._last = now
+
+    def _run(self) -> None:
+        while not self._stop.wait(2.0):
+            self._sample()
+
+    def report(self) -> str:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        seconds = time.monotonic() - self._started
+        used = sorted(
+            ((c, pid, cmd) for pid, (cmd, c) in self.used.items() if c > 0.05), reverse=True
+        )
+        total = sum(c for c, _, _ in used)
+        top = "; ".join(f"{100 * c / seconds:.0f}% pid {pid} {cmd}" for c, pid, cmd in used[:4])
+        return (
+            f"other processes used {100 * total / seconds:.0f}% of a core during the run "
+            f"(top: {top})"
+        )
 
 
 def fmt(stats: dict[str, float], keys: tuple[str, ...] = ("p50", "p90", "p99", "max")) -> str:
@@ -164,7 +196,9 @@ class Client:
 # ---------------------------------------------------------------- part 1: metadata
 
 
-async def metadata_c1(client: Client, layer: str, direct: str, n: int, warmup: int) -> dict[str, Any]:
+async def metadata_c1(
+    client: Client, layer: str, direct: str, n: int, warmup: int
+) -> dict[str, Any]:
     for _ in range(warmup):
         await client.ms(layer)
         await client.ms(direct)
@@ -184,7 +218,9 @@ async def metadata_c1(client: Client, layer: str, direct: str, n: int, warmup: i
     return {"layer": lat_l, "direct": lat_d, "diffs": diffs}
 
 
-async def run_block(client: Client, url: str, count: int, concurrency: int) -> tuple[float, list[float]]:
+async def run_block(
+    client: Client, url: str, count: int, concurrency: int
+) -> tuple[float, list[float]]:
     remaining = count
     latencies: list[float] = []
 
@@ -206,7 +242,8 @@ async def metadata_c32(
     await run_block(client, layer, 4 * concurrency, concurrency)  # warm-up: open connections
     await run_block(client, direct, 4 * concurrency, concurrency)
     result: dict[str, Any] = {
-        t: {"wall_s": 0.0, "n": 0, "lat": [], "worker_cpu": 0.0, "emulator_cpu": 0.0, "client_cpu": 0.0}
+        t: {"wall_s": 0.0, "n": 0, "lat": [], "worker_cpu": 0.0, "emulator_cpu": 0.0,
+            "client_cpu": 0.0}
         for t in ("layer", "direct")
     }
     pair_ratios: list[float] = []
@@ -240,7 +277,9 @@ def listing_rows(body: bytes) -> tuple[int, int]:
     return len(rows), sum(1 for r in rows if r.get("metadata_error"))
 
 
-def wait_polls_settled(worker: WorkerProcess, at_least: int, timeout_s: float = 60.0) -> dict[str, float]:
+def wait_polls_settled(
+    worker: WorkerProcess, at_least: int, timeout_s: float = 60.0
+) -> dict[str, float]:
     """Wait until the watcher applied `at_least` registrations and its polls went quiet.
 
     (A registration carries the read's upstream answer, so it needs no poll of its own.)
@@ -319,10 +358,108 @@ async def profile_during(
     while recorder.poll() is None:
         await load()
         runs += 1
-    out(f"--- profile: {name} (worker pid {pid}, {seconds:.0f} s, {runs} load iterations, raw: {path})")
+    out(f"--- profile: {name} (worker pid {pid}, {seconds:.0f} s, {runs} load iterations, "
+        f"raw: {path})")  # fmt: skip
     out(profile_components(path))
     out(summarize_profile(path, top=30))
     out()
+
+
+# ---------------------------------------------------------------- part 3: upstream clients
+
+
+async def upstream_clients(base_url: str, path: str, n: int, rounds: int) -> None:
+    """CPU per request of HTTP clients doing Layer's upstream metadata GET (JSON parsed), in
+    this process, against the emulator: Layer's own `Upstream` (httpx) and alternatives."""
+    from layer.upstream import Upstream
+
+    makers: dict[str, Callable[[], Any]] = {}
+
+    def layer_httpx() -> Any:
+        upstream = Upstream(base_url, timeout_ms=10_000)
+
+        async def get() -> None:
+            await upstream.get_json(path, api_key=API_KEY)
+
+        return get, upstream.aclose
+
+    makers[f"httpx {importlib_version('httpx')} (layer.upstream.Upstream)"] = layer_httpx
+    try:
+        import httpx2
+
+        def make_httpx2() -> Any:
+            client = httpx2.AsyncClient(
+                base_url=base_url,
+                limits=httpx2.Limits(max_connections=256, max_keepalive_connections=256),
+                headers={"Authorization": f"Bearer {API_KEY}", "Accept": "application/json"},
+            )
+
+            async def get() -> None:
+                response = await client.get(path)
+                response.raise_for_status()
+                response.json()
+
+            return get, client.aclose
+
+        makers[f"httpx2 {importlib_version('httpx2')}"] = make_httpx2
+    except ImportError:
+        pass
+
+    def make_aiohttp() -> Any:
+        session = aiohttp.ClientSession(
+            base_url,
+            connector=aiohttp.TCPConnector(limit=256),
+            headers={"Authorization": f"Bearer {API_KEY}", "Accept": "application/json"},
+        )
+
+        async def get() -> None:
+            async with session.get(path) as response:
+                response.raise_for_status()
+                json.loads(await response.read())
+
+        return get, session.close
+
+    makers[f"aiohttp {aiohttp.__version__} ClientSession"] = make_aiohttp
+
+    results: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for round_ in range(rounds):
+        names = list(makers)
+        names = names[round_ % len(names):] + names[: round_ % len(names)]  # rotate the order
+        for name in names:
+            get, close = makers[name]()
+            try:
+                for concurrency in (1, 16, 32):
+                    await _load(get, concurrency, 3 * concurrency)  # warm-up, connections
+                    c0, t0 = time.process_time(), time.perf_counter()
+                    await _load(get, concurrency, n)
+                    cpu_us = 1e6 * (time.process_time() - c0) / n
+                    results.setdefault((name, concurrency), []).append(
+                        (cpu_us, n / (time.perf_counter() - t0))
+                    )
+            finally:
+                await close()
+    out(f"client CPU µs per upstream GET (median of {rounds} rotated rounds of {n}), and req/s:")
+    width = max(len(name) for name in makers)
+    for name in makers:
+        cells = []
+        for concurrency in (1, 16, 32):
+            samples = results[(name, concurrency)]
+            cpu = statistics.median(x for x, _ in samples)
+            rate = statistics.median(r for _, r in samples)
+            cells.append(f"c{concurrency}: {cpu:5.0f} µs {rate:5.0f}/s")
+        out(f"  {name:<{width}}  " + "   ".join(cells))
+
+
+async def _load(get: Callable[[], Awaitable[None]], concurrency: int, n: int) -> None:
+    remaining = n
+
+    async def loop() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await get()
+
+    await asyncio.gather(*(loop() for _ in range(concurrency)))
 
 
 # ---------------------------------------------------------------- main
@@ -343,11 +480,12 @@ async def main_async(args: argparse.Namespace) -> None:
         "cold_samples": args.cold_samples,
         "cached_samples": args.cached_samples,
         "profiles": not args.no_profile,
+        "part3_client_requests_x_rounds": [args.client_requests, args.client_rounds],
         "run_dir": str(work),
     }
     print_header("HTTP API benchmark (bench/http.py)", settings)
     t_start = time.monotonic()
-    cpu_before = process_cpu_snapshot()
+    other_load = OtherLoad()
 
     with EmbeddedBroker(log_path=work / "broker.log") as broker:
         emulator = EmulatorProcess(work / "emulator.log")
@@ -363,7 +501,9 @@ async def main_async(args: argparse.Namespace) -> None:
             )  # fmt: skip
             worker_a = WorkerProcess(env_a, work / "worker-a", work / "worker-a.log")
             workers.append(worker_a)
-            out(f"worker A (cache TTL {CACHE_TTL_MS} ms) ready in {worker_a.start().ready_at - worker_a.started_at:.1f} s")
+            worker_a.start()
+            out(f"worker A (cache TTL {CACHE_TTL_MS} ms) ready in "
+                f"{worker_a.ready_at - worker_a.started_at:.1f} s")  # fmt: skip
 
             layer_url = f"{worker_a.url}/v2/namespaces/{METADATA_NAMESPACE}/metadata"
             direct_url = f"{emulator.url}/v2/namespaces/{METADATA_NAMESPACE}/metadata"
@@ -381,12 +521,19 @@ async def main_async(args: argparse.Namespace) -> None:
             idle0, t_idle = worker_a.cpu_seconds(), time.perf_counter()
             await asyncio.sleep(3)
             idle_share = (worker_a.cpu_seconds() - idle0) / (time.perf_counter() - t_idle)
-            out(f"worker A idle CPU (timers, Kafka consumer, 8 ticks/250 ms): {100 * idle_share:.1f}% of a core")
+            out(f"worker A idle CPU (timers, Kafka consumer, 8 ticks/250 ms): "
+                f"{100 * idle_share:.1f}% of a core")  # fmt: skip
 
             # ------------------------------------------------ part 1, concurrency 1
             out()
             out("## Part 1: metadata read, Layer vs direct")
+            emulator_pid = emulator.process.pid
+            w0, e0, t0 = worker_a.cpu_seconds(), proc_cpu_s(emulator_pid), time.perf_counter()
             c1 = await metadata_c1(client, layer_url, direct_url, args.requests, args.warmup)
+            c1_wall = time.perf_counter() - t0
+            sent = args.requests + args.warmup  # per target
+            c1_worker_us = 1e6 * (worker_a.cpu_seconds() - w0 - idle_share * c1_wall) / sent
+            c1_emulator_us = 1e6 * (proc_cpu_s(emulator_pid) - e0) / (2 * sent)
             s_l, s_d = percentiles(c1["layer"]), percentiles(c1["direct"])
             s_diff = percentiles(c1["diffs"])
             out("concurrency 1 (alternating request by request), latency ms:")
@@ -401,6 +548,8 @@ async def main_async(args: argparse.Namespace) -> None:
             thr_d = len(c1["direct"]) / (sum(c1["direct"]) / 1000)
             out(f"  throughput (1/mean latency): layer {thr_l:.0f} req/s, direct {thr_d:.0f} req/s, "
                 f"ratio layer/direct = {thr_l / thr_d:.3f}")  # fmt: skip
+            out(f"  worker CPU per Layer request (idle share subtracted): {c1_worker_us:.0f} µs; "
+                f"emulator CPU per request (both targets): {c1_emulator_us:.0f} µs")  # fmt: skip
 
             # ------------------------------------------------ part 1, concurrency 32
             c32 = await metadata_c32(
@@ -480,9 +629,11 @@ async def main_async(args: argparse.Namespace) -> None:
             out(f"cold listing (TTL 0), {len(cold)} samples ms: "
                 + ", ".join(f"{x:.0f}" for x in cold))  # fmt: skip
             out(f"  median {cold_median:.0f} ms  [target <= {COLD_TARGET_MS:.0f} ms; "
-                f"latency floor ceil(1000/16)x20 = {floor_ms} ms; median/floor = {cold_median / floor_ms:.2f}]")  # fmt: skip
+                f"latency floor ceil(1000/16)x20 = {floor_ms} ms; "
+                f"median/floor = {cold_median / floor_ms:.2f}]")  # fmt: skip
             out(f"  CPU per cold listing: worker {1000 * cold_worker_cpu:.0f} ms "
-                f"({1e6 * cold_worker_cpu / LIST_SIZE:.0f} µs/row), emulator {1000 * cold_emulator_cpu:.0f} ms")  # fmt: skip
+                f"({1e6 * cold_worker_cpu / LIST_SIZE:.0f} µs/row), "
+                f"emulator {1000 * cold_emulator_cpu:.0f} ms")  # fmt: skip
 
             if not args.no_profile:
                 await profile_during(
@@ -506,11 +657,15 @@ async def main_async(args: argparse.Namespace) -> None:
             while len(cached) < args.cached_samples:
                 # Let the entry expire (TTL counts from the worker's put, before we got the
                 # answer), then refill it: a cold rebuild, timed apart.
-                await asyncio.sleep(max(0.0, CACHE_TTL_MS / 1000 - (time.monotonic() - filled_at)) + 0.05)
+                age = time.monotonic() - filled_at
+                await asyncio.sleep(max(0.0, CACHE_TTL_MS / 1000 - age) + 0.05)
                 refill_ms, body = await client.get(url_a)
                 refills.append(refill_ms)
                 filled_at = time.monotonic()
-                while len(cached) < args.cached_samples and time.monotonic() - filled_at < CACHE_SAMPLE_WINDOW_S:
+                while (
+                    len(cached) < args.cached_samples
+                    and time.monotonic() - filled_at < CACHE_SAMPLE_WINDOW_S
+                ):
                     elapsed, body = await client.get(url_a)
                     cached.append(elapsed)
                     cached_bytes = len(body)
@@ -529,6 +684,14 @@ async def main_async(args: argparse.Namespace) -> None:
             out(f"  {fmt(percentiles(gz))}")
 
             emulator.control("DELETE", "/faults")
+
+            # ------------------------------------------------ part 3, upstream client cost
+            out()
+            out("## Part 3: upstream client cost (what Layer's half of a metadata read spends)")
+            await upstream_clients(
+                emulator.url, f"/v2/namespaces/{METADATA_NAMESPACE}/metadata",
+                args.client_requests, args.client_rounds,
+            )  # fmt: skip
 
             # ------------------------------------------------ profiles (after measuring)
             if not args.no_profile:
@@ -556,19 +719,23 @@ async def main_async(args: argparse.Namespace) -> None:
             emulator.stop()
     elapsed = time.monotonic() - t_start
     out(f"total runtime {elapsed:.0f} s; loadavg after: {os.getloadavg()}")
-    out(other_load(cpu_before, elapsed))
+    out(other_load.report())
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=2000, help="concurrency-1 requests per target")
-    parser.add_argument("--c32-requests", type=int, default=4000, help="concurrency-32 requests per target")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=2000, help="c1 requests per target")
+    parser.add_argument("--c32-requests", type=int, default=4000, help="c32 requests per target")
     parser.add_argument("--block", type=int, default=400, help="requests per concurrency-32 block")
     parser.add_argument("--warmup", type=int, default=200, help="warm-up requests per target")
     parser.add_argument("--cold-samples", type=int, default=5)
     parser.add_argument("--cached-samples", type=int, default=2000)
     parser.add_argument("--gzip-samples", type=int, default=1000)
     parser.add_argument("--profile-seconds", type=float, default=6.0)
+    parser.add_argument("--client-requests", type=int, default=600, help="part 3, per measurement")
+    parser.add_argument("--client-rounds", type=int, default=3)
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
     args = parser.parse_args()
@@ -576,6 +743,7 @@ def main() -> None:
         args.requests, args.c32_requests, args.block, args.warmup = 300, 800, 200, 50
         args.cold_samples, args.cached_samples, args.gzip_samples = 2, 300, 50
         args.profile_seconds = 4.0
+        args.client_requests, args.client_rounds = 200, 1
     asyncio.run(main_async(args))
 
 

@@ -2,7 +2,7 @@
 
 Two modes, run both:
 
-    .venv/bin/python bench/throughput.py prefill --count 600000      # consumption alone
+    .venv/bin/python bench/throughput.py prefill --count 300000      # consumption alone
     .venv/bin/python bench/throughput.py live --duration 60          # producer alongside
 
 `prefill` produces N notifications over ~1,000 namespaces first, then starts the worker and
@@ -131,9 +131,9 @@ class Sampler:
         t = time.monotonic()
         self.polls.append((t, m.get("polls_total", 0)))
         consumed = m.get("write_notifications_total", 0)
-        if self.series and consumed - self.series[-1][1] > 50:
+        if not self.series or consumed <= 0 or consumed - self.series[-1][1] > 50:
             self.last_progress = t
-        elif self.series and not self.stall_dumped and t - self.last_progress > STALL_S and consumed < self.expected:
+        elif not self.stall_dumped and t - self.last_progress > STALL_S and consumed < self.expected:
             # Less than 50 notifications in STALL_S: dump the worker's stacks once.
             self.stall_dumped = True
             self.stall_at_count = consumed
@@ -210,7 +210,7 @@ def main() -> None:
         p.add_argument("--profile", type=float, default=0, help="py-spy the worker for S seconds")
         p.add_argument("--timeout", type=float, default=240)
         p.add_argument("--env", action="append", default=[], help="extra worker env KEY=VALUE")
-    sub.choices["prefill"].add_argument("--count", type=int, default=600_000)
+    sub.choices["prefill"].add_argument("--count", type=int, default=300_000)
     sub.choices["live"].add_argument("--duration", type=float, default=60)
     sub.choices["live"].add_argument("--rate", type=float, default=0, help="0 = full speed")
     pr = sub.add_parser("_produce")
