@@ -10,8 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import faust
+from collections.abc import Mapping
 
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from layer.clients import bootstrap_servers
+from layer.embedded_broker import true_high_watermarks
 from layer.settings import BrokerProfile, Settings, load_settings
 
 __all__ = ["Topics", "app", "faust_settings", "settings", "topics"]
@@ -20,10 +26,31 @@ __all__ = ["Topics", "app", "faust_settings", "settings", "topics"]
 #: timeout, so Faust's 60 s default means a ~31 s join; 2 s / 0.5 s gives a ~3 s start.
 EMBEDDED_SESSION_TIMEOUT_S = 2.0
 EMBEDDED_HEARTBEAT_INTERVAL_S = 0.5
-#: NOTES-kafka.md §2 (workaround A): Tansu answers ListOffsets(LATEST) with the newest batch's
-#: base offset + 1, so Faust's changelog recovery stops early and loses rows. One record per
-#: batch (a 1-byte batch limit) makes that answer right.
-EMBEDDED_PRODUCER_MAX_BATCH_BYTES = 1
+#: Faust hard-codes the consumer's fetch wait to 1500 ms. Kafka answers a fetch as soon as a
+#: record arrives, but Tansu holds it for the whole wait, so every hop through a topic cost
+#: ~0.6 s (bench/broker_latency.py): a write notification took ~750 ms to show.
+EMBEDDED_FETCH_MAX_WAIT_MS = 20
+
+
+class _EmbeddedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = EMBEDDED_FETCH_MAX_WAIT_MS  # read when it starts
+        return consumer
+
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        """NOTES-kafka.md §2 (workaround B): Tansu answers ListOffsets(LATEST) with the newest
+        batch's base offset + 1, so Faust's changelog recovery would stop early and lose rows;
+        the fetch high watermark is right, so ask for it."""
+        reported = await super()._highwaters(partitions)
+        return await true_high_watermarks(bootstrap_servers(settings.kafka_broker), reported)
+
+
+class _EmbeddedBrokerConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+    """Faust's aiokafka consumer with a fetch wait the embedded broker can live with."""
+
+    def _new_consumer_thread(self) -> _EmbeddedConsumerThread:
+        return _EmbeddedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
 def faust_settings(settings: Settings) -> dict[str, Any]:
@@ -56,7 +83,6 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         conf |= {
             "broker_session_timeout": EMBEDDED_SESSION_TIMEOUT_S,
             "broker_heartbeat_interval": EMBEDDED_HEARTBEAT_INTERVAL_S,
-            "producer_max_batch_size": EMBEDDED_PRODUCER_MAX_BATCH_BYTES,
         }
     return conf
 
@@ -89,3 +115,5 @@ class Topics:
 settings: Settings = load_settings()
 app = faust.App(settings.app_id, **faust_settings(settings))
 topics = Topics(app, settings)
+if settings.broker_profile is BrokerProfile.EMBEDDED:
+    app.transport.Consumer = _EmbeddedBrokerConsumer

@@ -11,21 +11,71 @@ one place that adapts to Tansu's quirks, see `layer/app.py`).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import struct
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
-__all__ = ["BrokerStartError", "EmbeddedBroker", "free_port", "kafka_answers"]
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+__all__ = [
+    "BrokerStartError",
+    "EmbeddedBroker",
+    "free_port",
+    "kafka_answers",
+    "true_high_watermarks",
+]
 
 #: How long Tansu may take to answer its first metadata request (it usually takes ~50 ms).
 START_TIMEOUT_S = 15.0
 #: How long a clean stop may take before the broker is killed.
 STOP_TIMEOUT_S = 5.0
+
+
+#: How long the high-watermark probe may take before the reported offsets are used as they are.
+HIGHWATER_PROBE_TIMEOUT_S = 10.0
+
+TPLike = TypeVar("TPLike", bound=tuple[str, int])
+
+
+async def true_high_watermarks(bootstrap: str, reported: Mapping[TPLike, int]) -> dict[TPLike, int]:
+    """Correct Tansu's ListOffsets(LATEST) answers with the high watermark of a real fetch.
+
+    Tansu answers the newest record *batch's* base offset + 1, which is short of the true
+    end whenever that batch holds several records (NOTES-kafka.md §2). A Fetch response
+    carries the right high watermark, so fetch each partition at its reported end - 1.
+    """
+    result = dict(reported)
+    nonempty = {TopicPartition(tp[0], tp[1]): tp for tp, end in reported.items() if end > 0}
+    if not nonempty:
+        return result
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await probe.start()
+    try:
+        probe.assign(list(nonempty))
+        for partition, tp in nonempty.items():
+            probe.seek(partition, reported[tp] - 1)
+        pending = set(nonempty)
+        deadline = time.monotonic() + HIGHWATER_PROBE_TIMEOUT_S
+        while pending and time.monotonic() < deadline:
+            await probe.getmany(*pending, timeout_ms=200, max_records=1)
+            for partition in list(pending):
+                if (highwater := probe.highwater(partition)) is not None:
+                    tp = nonempty[partition]
+                    result[tp] = max(result[tp], highwater)
+                    pending.discard(partition)
+        if pending:
+            raise asyncio.TimeoutError(f"no high watermark for {sorted(map(str, pending))}")
+    finally:
+        await probe.stop()
+    return result
 
 
 class BrokerStartError(RuntimeError):

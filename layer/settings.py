@@ -222,7 +222,7 @@ class Settings(BaseSettings):
 
     # --- the watcher --------------------------------------------------------------------
     tick_interval_ms: PositiveMs = Field(
-        250,
+        100,
         validation_alias=_env("LAYER_TICK_INTERVAL_MS"),
         description="How often the leader publishes a poll tick per partition.",
     )
