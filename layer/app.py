@@ -8,9 +8,8 @@ the only source of configuration.
 
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import Mapping
+from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka

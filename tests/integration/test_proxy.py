@@ -251,3 +251,24 @@ async def test_a_write_while_kafka_is_down_succeeds_and_its_notification_arrives
     note = next(n for n in notes if n["namespace"] == name)
     assert note["rows"] == 1 and note["bytes"] > 0
     wait_until(lambda: worker.layer_state(name)["last_write_ms"] is not None, 60, "applied")
+
+
+def test_a_multi_megabyte_write_passes_and_an_oversized_one_is_refused_up_front(
+    worker: WorkerProcess, emulator: EmulatorProcess, cluster: LayerCluster
+) -> None:
+    name = unique_namespace("big")
+    rows = [{"id": i, "vector": [0.5] * 256, "text": "x" * 200} for i in range(3000)]
+    body = json.dumps({"upsert_rows": rows, "distance_metric": "euclidean_squared"}).encode()
+    assert len(body) > 4 * 1024 * 1024
+    written = worker.http.post(
+        f"/v2/namespaces/{name}", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert written.status_code == 200, written.text
+    assert written.json()["rows_affected"] == 3000
+
+    small = cluster.worker("small", LAYER_MAX_BODY_BYTES="65536").start()
+    refused = small.http.post(
+        f"/v2/namespaces/{name}", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert refused.status_code == 413 and refused.json()["status"] == "error"
+    small.stop()
