@@ -10,6 +10,7 @@ Keys are never logged or echoed; caches and rate limits see only `Credential.ide
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ class Credential:
         return f"Credential(identity={self.identity[:12]}…)"
 
 
+@functools.lru_cache(maxsize=4096)
 def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
