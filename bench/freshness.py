@@ -29,13 +29,7 @@ Targets (the issue): A p99 ≤ 250 ms; B and C(stable) p99 ≤ fast poll interva
 
 from __future__ import annotations
 
-import os
-import sys
 
-# bench/ holds a script named http.py: with bench/ first on sys.path (as `python bench/x.py`
-# puts it) it would shadow the standard library's `http`. Keep bench/ importable, but last.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
 
 import argparse
 import asyncio

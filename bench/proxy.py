@@ -1,9 +1,12 @@
 """Benchmark: the transparent proxy (api/proxy.py) against the same calls straight to the emulator.
 
-    .venv/bin/python bench/proxy.py            # everything, ~3 minutes
-    .venv/bin/python bench/proxy.py --quick    # smaller counts, a smoke run
+    .venv/bin/python bench/proxy.py            # everything, ~2.5-3 minutes
+    .venv/bin/python bench/proxy.py --quick    # smaller counts and a 10 MiB write, a smoke run
 
-One embedded broker, one turbopuffer emulator and one Layer worker, all on this machine.
+One embedded broker, one turbopuffer emulator and one Layer worker (default settings,
+`LAYER_BROKER_PROFILE=embedded`), all on this machine. The emulator is `layer.emulator`'s
+`Emulator` with its request-body limit raised (see EMULATOR_BOOT): `python -m
+layer.emulator` keeps aiohttp's 1 MiB default and answers 413 to any larger write.
 
 Part 1, latency and throughput. Queries: `POST /v2/namespaces/{ns}/query`, an ANN query
 (`rank_by: ["vector", "ANN", q]`, top_k 10) on a namespace of 1000 rows of DIM-dim vectors,
@@ -15,20 +18,24 @@ they are stamped and each 2xx queues a write notification. One persistent aiohtt
 request (L,D then D,L) so machine noise hits both; added latency = Layer − direct (p50,
 p99 and the median of per-pair differences). Concurrency 32: blocks of requests alternate
 between the targets; throughput per target and their ratio (also the median of per-block-
-pair ratios), per-request percentiles, and CPU per request of each process.
-Target (the issue): <= 1 ms added at p50, concurrency 1.
+pair ratios), per-request percentiles, and CPU per request of each process (/proc).
+Target (the issue): <= 1 ms added at p50, concurrency 1. Then py-spy profiles of the worker
+under each load (after the measurements, so they do not perturb them).
 
 Part 2, memory while proxying a ~100 MiB write (`upsert_rows` of 1536-dim JSON float
-vectors). The worker's peak RSS is read from VmHWM after resetting it (`echo 5 >
-/proc/PID/clear_refs`), and VmRSS is sampled every ~1 ms in a thread for the timeline.
-Growth = peak − idle RSS just before. Target: growth <= 2 × body size. The same body is
-also sent straight to the emulator for the wall-time comparison, then through Layer again
-with py-spy recording (so the measured write is not perturbed). The stamping scan
-(api/write_body.plan_stamps) is also run in this process under tracemalloc, to attribute
-its share of memory and time.
+vectors), each on a fresh connection. The worker's peak RSS is read from VmHWM after
+resetting it (`echo 5 > /proc/PID/clear_refs`), and VmRSS is sampled every ~1 ms in a
+thread for the timeline. Growth = peak − idle RSS just before. Target: growth <= 2 × body.
+Also: RSS 1 s after the answer (connection idle) and after closing the connection, the
+worst `GET /healthz` latency meanwhile (event-loop stalls), the same body straight to the
+emulator, a second write with py-spy attached, a body over LAYER_MAX_BODY_BYTES, and the
+stamping scan (api/write_body.plan_stamps) run in this process (time; tracemalloc peak).
 
-py-spy profiles of the worker are recorded after the latency measurements. Nothing here
-asserts on time.
+Part 3, the proxy's upstream call for a small write replayed in this process with httpx
+(as api/proxy.py), httpx2 and aiohttp clients: client CPU per request and latency. It
+tells what replacing the upstream client would save; no app code is touched.
+
+Nothing here asserts on time.
 """
 
 from __future__ import annotations
@@ -435,34 +442,50 @@ def idle_rss_kb(pid: int, seconds: float = 1.0) -> int:
     return int(statistics.median(values))
 
 
+#: A separate process that GETs /healthz on the worker every 10 ms until SIGINT, then prints
+#: [[epoch_s, ms], ...]: its own process, so this benchmark's loop (busy sending the body)
+#: cannot delay the pings.
+PINGER = """
+import http.client, json, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+conn = http.client.HTTPConnection(host, port, timeout=30)
+out = []
+try:
+    while True:
+        t0 = time.time()
+        conn.request("GET", "/healthz")
+        conn.getresponse().read()
+        out.append([t0, (time.time() - t0) * 1000])
+        time.sleep(0.01)
+except KeyboardInterrupt:
+    pass
+print(json.dumps(out))
+"""
+
+
 class Pinger:
-    """`GET /healthz` on the worker every `interval_s` on its own connection: event-loop stalls."""
+    """`GET /healthz` on the worker every 10 ms from a subprocess: event-loop stalls."""
 
-    def __init__(self, url: str, interval_s: float = 0.01) -> None:
-        self.url, self.interval_s = url, interval_s
-        self.latencies: list[tuple[float, float]] = []
-        self.task: asyncio.Task[None] | None = None
+    def __init__(self, port: int) -> None:
+        import subprocess
 
-    async def _run(self) -> None:
-        async with aiohttp.ClientSession() as session:
-            while True:
-                started = time.perf_counter()
-                async with session.get(self.url) as response:
-                    await response.read()
-                self.latencies.append((started, (time.perf_counter() - started) * 1000))
-                await asyncio.sleep(self.interval_s)
+        self.process = subprocess.Popen([sys.executable, "-c", PINGER, "127.0.0.1", str(port)],
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
 
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._run())
+    def stop(self, t_send_epoch: float) -> dict[str, Any]:
+        import signal
 
-    async def stop(self) -> dict[str, float]:
-        assert self.task is not None
-        self.task.cancel()
+        self.process.send_signal(signal.SIGINT)
+        stdout, _ = self.process.communicate(timeout=30)
         try:
-            await self.task
-        except asyncio.CancelledError:
-            pass
-        return percentiles([ms for _, ms in self.latencies], (50, 99))
+            pings = json.loads(stdout or b"[]")
+        except ValueError:
+            pings = []
+        stats: dict[str, Any] = percentiles([ms for _, ms in pings], (50, 99))
+        if pings:
+            worst = max(pings, key=lambda p: p[1])
+            stats["worst_at_s"] = worst[0] - t_send_epoch  # when the worst ping was sent
+        return stats
 
 
 async def big_write(url: str, body: bytes, worker: WorkerProcess, emulator_pid: int, label: str,
@@ -474,9 +497,8 @@ async def big_write(url: str, body: bytes, worker: WorkerProcess, emulator_pid: 
     emu_idle_kb = proc_status_kb(emulator_pid, "VmRSS")["VmRSS"]
     hwm_reset = reset_hwm(worker_pid)
     reset_hwm(emulator_pid)
-    pinger = Pinger(f"{worker.url}/healthz")
-    pinger.start()
-    await asyncio.sleep(0.3)
+    pinger = Pinger(worker.port)
+    await asyncio.sleep(0.5)
     sampler = RssSampler(worker_pid)
     sampler.start()
     w0, e0 = proc_cpu_s(worker_pid), proc_cpu_s(emulator_pid)
@@ -486,6 +508,7 @@ async def big_write(url: str, body: bytes, worker: WorkerProcess, emulator_pid: 
         timeout=aiohttp.ClientTimeout(total=300),
     )  # fmt: skip
     t_send = time.perf_counter() - sampler.t0
+    t_send_epoch = time.time()
     started = time.perf_counter()
     try:
         async with session.post(url, data=body) as response:
@@ -495,7 +518,7 @@ async def big_write(url: str, body: bytes, worker: WorkerProcess, emulator_pid: 
         answer, status = repr(exc).encode(), f"client error {type(exc).__name__}"
     wall = time.perf_counter() - started
     t_done = time.perf_counter() - sampler.t0
-    stall = await pinger.stop()
+    stall = pinger.stop(t_send_epoch)
     await asyncio.sleep(1.0)  # what stays resident while the keep-alive connection is idle
     after_kb = proc_status_kb(worker_pid, "VmRSS")["VmRSS"]
     await session.close()  # closes the connection the write came on
@@ -552,7 +575,7 @@ def report_big(r: dict[str, Any], body_len: int, target: bool = True) -> None:
     mib = 1024 * 1024
     growth = r["growth_kb"] * 1024
     limit = MEMORY_FACTOR_TARGET * body_len
-    verdict = "met" if growth <= limit else f"MISSED by {(growth - limit) / mib:.1f} MiB"
+    verdict = "met" if growth <= limit else f"MISSED by {(growth - limit) / mib:.2f} MiB"
     if not target:
         verdict = f"no target; = {growth / MAX_BODY_BYTES_DEFAULT:.2f} x LAYER_MAX_BODY_BYTES"
     out(f"{r['label']}: status {r['status']}, wall {r['wall_s']:.2f} s, answer {r['answer'][:100]}")
@@ -560,13 +583,13 @@ def report_big(r: dict[str, Any], body_len: int, target: bool = True) -> None:
         f"peak {r['peak_kb'] / 1024:.1f} MiB (VmHWM {r['hwm_kb'] / 1024:.1f}, sampled max "
         f"{r['sampled_peak_kb'] / 1024:.1f}, {r['n_samples']} samples); 1 s after the answer "
         f"{r['after_kb'] / 1024:.1f} MiB; 0.5 s after closing the connection {r['after_close_kb'] / 1024:.1f} MiB")  # fmt: skip
-    out(f"  worker growth (peak - idle) = {growth / mib:.1f} MiB = {growth / body_len:.3f} x body "
-        f"({body_len / mib:.1f} MiB)  [target <= {MEMORY_FACTOR_TARGET:.0f} x body = {limit / mib:.1f} MiB: {verdict}]")  # fmt: skip
+    out(f"  worker growth (peak - idle) = {growth / mib:.2f} MiB = {growth / body_len:.3f} x body "
+        f"({body_len / mib:.2f} MiB)  [target <= {MEMORY_FACTOR_TARGET:.0f} x body = {limit / mib:.2f} MiB: {verdict}]")  # fmt: skip
     out(f"  RSS above idle (MiB, max per 0.25 s): {timeline(r['samples'], r['idle_kb'], r['t_send'], r['t_done'])}")
     st = r["stall"]
     if st.get("n"):
-        out(f"  GET /healthz on the worker every 10 ms meanwhile (n={st['n']}): p50 {st['p50']:.1f} ms, "
-            f"p99 {st['p99']:.1f} ms, max {st['max']:.0f} ms")  # fmt: skip
+        out(f"  GET /healthz on the worker every 10 ms meanwhile, from a subprocess (n={st['n']}): p50 {st['p50']:.1f} ms, "
+            f"p99 {st['p99']:.1f} ms, max {st['max']:.0f} ms (sent {st['worst_at_s']:.2f} s after the write began)")  # fmt: skip
     out(f"  CPU: worker {r['worker_cpu_s']:.2f} s, emulator {r['emulator_cpu_s']:.2f} s; "
         f"emulator RSS growth {r['emulator_growth_kb'] / 1024:.0f} MiB (not Layer's)")  # fmt: skip
 
@@ -577,10 +600,11 @@ def stamp_scan_cost(body: bytes) -> str:
     from api.write_body import plan_stamps
 
     gc.collect()
-    tracemalloc.start()
     t0 = time.perf_counter()
+    plan_stamps(body, int(time.time() * 1000))
+    t_plan = time.perf_counter() - t0  # untraced: what it blocks the event loop for
+    tracemalloc.start()
     plan = plan_stamps(body, int(time.time() * 1000))
-    t_plan = time.perf_counter() - t0
     _, peak_plan = tracemalloc.get_traced_memory()
     tracemalloc.reset_peak()
     t1 = time.perf_counter()
@@ -590,7 +614,7 @@ def stamp_scan_cost(body: bytes) -> str:
     t_chunks = time.perf_counter() - t1
     _, peak_chunks = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return (f"plan_stamps: {t_plan:.2f} s, {plan.rows_stamped} rows stamped, {len(plan.insertions)} insertions, "
+    return (f"plan_stamps: {t_plan:.2f} s (one synchronous call), {plan.rows_stamped} rows stamped, {len(plan.insertions)} insertions, "
             f"traced peak {peak_plan / 1024 / 1024:.1f} MiB; chunks()+bytes(): {t_chunks:.2f} s, "
             f"{total / 1024 / 1024:.0f} MiB streamed, traced peak {peak_chunks / 1024 / 1024:.1f} MiB")  # fmt: skip
 
@@ -894,6 +918,10 @@ async def main_async(args: argparse.Namespace) -> None:
                 client.filtered.clear()
                 client.stable_as_of_seen.clear()
                 n = args.query_requests if op == "query" else args.write_requests
+                if op != "query":
+                    # Let the upstream pool's idle connections from the last concurrency-32
+                    # phase expire (httpx keepalive_expiry 5 s): concurrency 1 = a quiet worker.
+                    await asyncio.sleep(6)
                 c1 = await run_c1(client, layer_url, direct_url, bodies, n, args.warmup, pids)
                 summary[f"{op}_c1"] = report_c1(op, c1)
                 c32 = await run_c32(client, layer_url, direct_url, bodies, n, args.block, pids)

@@ -1,7 +1,7 @@
 """Benchmark: Layer's HTTP API against the same reads straight from the emulator.
 
-    .venv/bin/python bench/http.py            # everything, ~2 minutes
-    .venv/bin/python bench/http.py --quick    # smaller counts, a smoke run
+    .venv/bin/python bench/http_api.py            # everything, ~2 minutes
+    .venv/bin/python bench/http_api.py --quick    # smaller counts, a smoke run
 
 Part 1, metadata read: `GET /v2/namespaces/{ns}/metadata` through a Layer worker vs the same
 read from the turbopuffer emulator, in one run, with one persistent aiohttp client
@@ -37,16 +37,11 @@ socket sends, …) and by function. Other processes' CPU during the run is print
 from __future__ import annotations
 
 import os
-import sys
 
-# This file is called http.py: its directory must not shadow the standard library's `http`
-# (imported by asyncio's helpers, aiohttp and httpx). Move it to the end of sys.path.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-sys.path.append(_HERE)
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import collections  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
@@ -68,7 +63,6 @@ from harness import (  # noqa: E402
     print_header,
     profile_worker,
     run_dir,
-    summarize_profile,
 )
 
 METADATA_NAMESPACE = "bench-meta"
@@ -98,7 +92,8 @@ def process_cpu_snapshot() -> dict[int, tuple[str, int, float]]:
             continue
         try:
             stat = (entry / "stat").read_text()
-            cmd = " ".join((entry / "cmdline").read_bytes().decode(errors="replace").split())
+            raw = (entry / "cmdline").read_bytes().decode(errors="replace")
+            cmd = " ".join("".join(c if c.isprintable() else " " for c in raw).split())
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
@@ -110,6 +105,12 @@ def process_cpu_snapshot() -> dict[int, tuple[str, int, float]]:
     return snapshot
 
 
+def cpu_times() -> tuple[float, float]:
+    """(total, steal) jiffies of all CPUs from /proc/stat."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields[:8]), fields[7]  # user nice system idle iowait irq softirq steal
+
+
 class OtherLoad:
     """CPU used by processes that are not this benchmark or its children, sampled every 2 s
     in a thread (so processes that start and end during the run are counted too)."""
@@ -119,6 +120,7 @@ class OtherLoad:
         self._stop = threading.Event()
         self._last = process_cpu_snapshot()
         self._started = time.monotonic()
+        self._cpu_times = cpu_times()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -147,9 +149,11 @@ class OtherLoad:
         )
         total = sum(c for c, _, _ in used)
         top = "; ".join(f"{100 * c / seconds:.0f}% pid {pid} {cmd}" for c, pid, cmd in used[:4])
+        total_j, steal_j = (b - a for a, b in zip(self._cpu_times, cpu_times(), strict=True))
+        steal = 100 * steal_j / total_j if total_j else 0.0
         return (
             f"other processes used {100 * total / seconds:.0f}% of a core during the run "
-            f"(top: {top})"
+            f"(top: {top}); hypervisor steal time {steal:.1f}% of CPU time"
         )
 
 
@@ -300,49 +304,115 @@ def wait_polls_settled(
     return metrics
 
 
-#: Profile components: (label, test on the frames of one sample, leaf frame last).
-_COMPONENTS: list[tuple[str, Callable[[list[str]], bool]]] = [
-    ("upstream client (httpx/httpcore/anyio/h11)",
-     lambda fs: any(m in f for f in fs for m in ("(httpx/", "(httpcore/", "(anyio/", "(h11/"))),
-    ("  of which httpcore pool bookkeeping (_assign_requests_to_connections)",
-     lambda fs: any("_assign_requests_to_connections" in f for f in fs)),
-    ("  of which connection expiry probes (has_expired/get_extra_info)",
-     lambda fs: any(m in f for f in fs for m in ("has_expired", "get_extra_info"))),
+def _has(frames: list[str], *needles: str) -> bool:
+    return any(n in f for f in frames for n in needles)
+
+
+_HTTPX = ("(httpx/", "(httpcore/", "(anyio/", "(h11/")
+_SEND = "_SelectorSocketTransport.write"
+
+#: Profile buckets, first match wins (so they add up to 100%): (label, test on the frames
+#: of one sample, leaf frame last).
+_BUCKETS: list[tuple[str, Callable[[list[str]], bool]]] = [
+    ("event loop idle (selector wait)", lambda fs: bool(fs) and "select (selectors.py" in fs[-1]),
+    ("socket send syscall: upstream request (httpx)",
+     lambda fs: bool(fs) and _SEND in fs[-1] and _has(fs, *_HTTPX)),
+    ("socket send syscall: response to the client",
+     lambda fs: bool(fs) and _SEND in fs[-1]),
+    ("upstream client Python: httpx/httpcore/anyio/h11", lambda fs: _has(fs, *_HTTPX)),
     ("pydantic JSON (model_dump_json/model_validate*)",
-     lambda fs: any(m in f for f in fs for m in ("model_dump_json", "model_validate"))),
-    ("socket send syscalls (transport.write, leaf)",
-     lambda fs: bool(fs) and "_SelectorSocketTransport.write" in fs[-1]),
-    ("gzip en/decoding (aiohttp compression_utils, httpx _decoders, zlib)",
-     lambda fs: any(m in f for f in fs for m in ("compression_utils", "_decoders.py", "zlib"))),
-    ("Kafka/Faust machinery (aiokafka, faust agents/tables/transport)",
-     lambda fs: any(m in f for f in fs for m in (
-         "(aiokafka/", "(faust/transport/", "(faust/agents/", "(faust/tables/", "(faust/topics",
-         "(faust/channels", "(faust/streams"))),
-    ("event loop idle (selector wait, leaf)",
-     lambda fs: bool(fs) and "select (selectors.py" in fs[-1]),
+     lambda fs: _has(fs, "model_dump_json", "model_validate")),
+    ("gzip (aiohttp compression_utils, zlib)", lambda fs: _has(fs, "compression_utils", "zlib")),
+    ("Kafka/Faust machinery (aiokafka, consumer thread, faust agents/tables/streams)",
+     lambda fs: _has(fs, "(aiokafka/", "(faust/transport/", "(faust/agents/", "(faust/tables/",
+                     "(faust/topics", "(faust/channels", "(faust/streams", "(mode/threads.py")),
+    ("request handling: aiohttp server, middlewares, Faust view, Layer code",
+     lambda fs: _has(fs, "(aiohttp/", "(faust/web/", "(api/", "(layer/upstream", "(tables/")),
+    ("other", lambda fs: True),
+]  # fmt: skip
+#: Within the upstream client's samples (any bucket): known httpcore hot spots.
+_HTTPX_DETAIL: list[tuple[str, Callable[[list[str]], bool]]] = [
+    ("httpcore pool bookkeeping (_assign_requests_to_connections)",
+     lambda fs: _has(fs, "_assign_requests_to_connections")),
+    ("connection expiry probes (has_expired → anyio get_extra_info, socket poll)",
+     lambda fs: _has(fs, "has_expired")),
 ]  # fmt: skip
 
 
 def profile_components(path: Path) -> str:
-    """Share of py-spy samples per component (a sample may count in several)."""
+    """Share of py-spy samples per bucket (first match), plus httpcore hot spots."""
     if not path.exists():
         return ""
     total = 0
-    counts = dict.fromkeys((label for label, _ in _COMPONENTS), 0)
+    counts = dict.fromkeys((label for label, _ in _BUCKETS), 0)
+    upstream_total = 0
+    detail = dict.fromkeys((label for label, _ in _HTTPX_DETAIL), 0)
     for line in path.read_text().splitlines():
         stack, _, count_s = line.rpartition(" ")
         if not stack:
             continue
         frames = stack.split(";")
-        total += int(count_s)
-        for label, test in _COMPONENTS:
+        count = int(count_s)
+        total += count
+        for label, test in _BUCKETS:
             if test(frames):
-                counts[label] += int(count_s)
+                counts[label] += count
+                break
+        if _has(frames, *_HTTPX):
+            upstream_total += count
+            for label, test in _HTTPX_DETAIL:
+                if test(frames):
+                    detail[label] += count
     if not total:
         return ""
-    return "components (% of samples):\n" + "\n".join(
-        f"  {100 * n / total:5.1f}%  {label}" for label, n in counts.items()
-    )
+    lines = ["by bucket (first match; % of samples):"]
+    lines += [f"  {100 * n / total:5.1f}%  {label}" for label, n in counts.items()]
+    lines.append(f"  upstream client in total (any frame of httpx/httpcore/anyio/h11): "
+                 f"{100 * upstream_total / total:.1f}%, of which:")  # fmt: skip
+    lines += [f"    {100 * n / total:5.1f}%  {label}" for label, n in detail.items()]
+    return "\n".join(lines)
+
+
+#: Frames on every stack of the worker (the entry point and the event loop): not informative.
+_BORING = ("<frozen runpy>", "(layer/__main__.py", "(layer/cli.py", "(mode/worker.py",
+           "BaseEventLoop.run_", "BaseEventLoop._run_once", "Handle._run (")  # fmt: skip
+
+
+def _short_frame(frame: str) -> str:
+    """`func (path:line)` → `func (path)`, site-packages prefixes dropped."""
+    func, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+        path = path.split(marker, 1)[-1]
+    return f"{func} ({path})"
+
+
+def top_functions(path: Path, top: int = 25) -> str:
+    """Top functions of a py-spy raw profile by inclusive and by self share of samples."""
+    if not path.exists():
+        return f"(no profile at {path})"
+    total = 0
+    inclusive: collections.Counter[str] = collections.Counter()
+    exclusive: collections.Counter[str] = collections.Counter()
+    for line in path.read_text().splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_s)
+        total += count
+        frames = [_short_frame(f) for f in stack.split(";") if not f.startswith("thread (")]
+        for frame in set(frames):
+            if not any(b in frame for b in _BORING):
+                inclusive[frame] += count
+        if frames:
+            exclusive[frames[-1]] += count
+    if not total:
+        return "(empty profile)"
+    lines = [f"samples: {total}; top inclusive (% of samples):"]
+    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top)]
+    lines.append("top self (% of samples):")
+    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in exclusive.most_common(15)]
+    return "\n".join(lines)
 
 
 async def profile_during(
@@ -361,7 +431,7 @@ async def profile_during(
     out(f"--- profile: {name} (worker pid {pid}, {seconds:.0f} s, {runs} load iterations, "
         f"raw: {path})")  # fmt: skip
     out(profile_components(path))
-    out(summarize_profile(path, top=30))
+    out(top_functions(path))
     out()
 
 
@@ -483,7 +553,7 @@ async def main_async(args: argparse.Namespace) -> None:
         "part3_client_requests_x_rounds": [args.client_requests, args.client_rounds],
         "run_dir": str(work),
     }
-    print_header("HTTP API benchmark (bench/http.py)", settings)
+    print_header("HTTP API benchmark (bench/http_api.py)", settings)
     t_start = time.monotonic()
     other_load = OtherLoad()
 
