@@ -203,8 +203,7 @@ async def test_a_failed_poll_records_the_error_and_holds_status_and_watermark(
 async def test_a_tick_does_not_poll_namespaces_of_other_partitions_or_not_yet_due(
     upstream_metadata: AsyncMock,
 ) -> None:
-    if settings.topic_partitions < 2:
-        pytest.skip("needs two partitions")
+    assert settings.topic_partitions >= 2, "needs two partitions (LAYER_TOPIC_PARTITIONS)"
     elsewhere = namespace_in_partition(0, prefix="other")
     later = namespace_in_partition(PARTITION, prefix="later")
     freshness_table.data[elsewhere] = new_freshness(elsewhere)
