@@ -416,6 +416,8 @@ class RssSampler(threading.Thread):
             except OSError:
                 return
             i = text.find(b"VmRSS:")
+            if i < 0:  # no VmRSS: the process has exited (a zombie until reaped)
+                return
             self.samples.append((time.perf_counter() - self.t0, int(text[i + 6 : text.index(b"kB", i)])))
             time.sleep(self.interval_s)
 
