@@ -90,9 +90,7 @@ _INFLATED = frozenset({"content-encoding"})
 
 
 def _forward_headers(request: web.Request, upstream_key: str) -> dict[str, str]:
-    headers = {
-        k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | _INFLATED
-    }
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | _INFLATED}
     headers["Authorization"] = f"Bearer {upstream_key}"
     return headers
 
@@ -222,9 +220,7 @@ async def _proxy_write(
         except (ValueError, TypeError, AttributeError):
             pass
         notification_buffer.submit(namespace, rows=rows, body_bytes=len(body))
-    return web.Response(
-        status=upstream.status, body=answer, headers=_response_headers(upstream)
-    )
+    return web.Response(status=upstream.status, body=answer, headers=_response_headers(upstream))
 
 
 async def _proxy_query(

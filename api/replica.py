@@ -22,6 +22,7 @@ from faust.types import TP
 
 from layer.app import app, settings
 from layer.events import partition_for
+from layer.http_transport import AiohttpTransport
 from layer.upstream import MAX_ERROR_CHARS, UpstreamStatusError, UpstreamUnavailable
 from tables.faust_tables import freshness_table
 
@@ -42,7 +43,10 @@ _FORWARDED_HEADERS = ("Authorization", "Accept")
 #: Headers of the owner's answer passed back to the client.
 _RETURNED_HEADERS = ("Content-Type", "Retry-After")
 
-_peer_client = httpx.AsyncClient(timeout=httpx.Timeout(settings.upstream_timeout_ms / 1000))
+_peer_client = httpx.AsyncClient(
+    timeout=httpx.Timeout(settings.upstream_timeout_ms / 1000),
+    transport=AiohttpTransport(limit=64),
+)
 
 
 def holds_namespace(namespace: str) -> bool:

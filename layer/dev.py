@@ -168,7 +168,7 @@ class DevStack:
                 "Try it: write through Layer (a turbopuffer endpoint), then read the freshness:",
                 f"  curl -s -H 'Authorization: Bearer {DEV_API_KEY}' \\",
                 f"    -X POST {layer_url}/v2/namespaces/demo \\",
-                "    -d '{\"upsert_rows\": [{\"id\": 1, \"title\": \"hello\"}]}'",
+                '    -d \'{"upsert_rows": [{"id": 1, "title": "hello"}]}\'',
                 f"  curl -s -H 'Authorization: Bearer {DEV_API_KEY}' "
                 f"{layer_url}/v2/namespaces/demo/metadata",
                 "",

@@ -23,6 +23,7 @@ import httpx
 
 from layer.errors import LayerError
 from layer.events import NAMESPACE_PATTERN
+from layer.http_transport import AiohttpTransport
 from tables.freshness import IndexObservation
 
 __all__ = [
@@ -154,7 +155,8 @@ class Upstream:
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
-            transport=transport,
+            # aiohttp's pool behind httpx's API (layer/http_transport.py); tests inject a mock.
+            transport=transport or AiohttpTransport(limit=max_connections),
             headers={"Accept": "application/json", "User-Agent": "layer"},
         )
 

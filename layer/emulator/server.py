@@ -397,6 +397,7 @@ _TURBOPUFFER_ROUTES: tuple[tuple[str, str, str, Handler], ...] = (
 #: turbopuffer's own limit on one write request (REFERENCE §4).
 MAX_WRITE_BYTES = 512 * 1024 * 1024
 
+
 def create_app(state: EmulatorState) -> web.Application:
     """The aiohttp application serving `state` (usable with aiohttp's TestServer)."""
     # turbopuffer takes writes of up to 512 MB; aiohttp's default body limit is 1 MiB.
