@@ -207,7 +207,9 @@ async def _proxy_write(
         except ReservedAttribute as exc:
             raise ApiError(400, str(exc)) from None
         headers["Content-Length"] = str(plan.length)
-        content = _pieces(plan.chunks())
+        # A small body goes as one buffer; a large one streams (never copied whole).
+        small = plan.length <= SEND_PIECE_BYTES
+        content = b"".join(plan.chunks()) if small else _pieces(plan.chunks())
     upstream = await _send(request.method, url, headers, content)
     try:
         answer = await upstream.read()
