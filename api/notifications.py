@@ -33,6 +33,10 @@ RETRY_INITIAL_S = 0.2
 RETRY_MAX_S = 10.0
 #: How long one send may take before it counts as failed (and is retried).
 SEND_TIMEOUT_S = 10.0
+#: How long the first notification of a burst waits for others (far below the lag budget).
+LINGER_S = 0.005
+#: Notifications sent in one go at most.
+MAX_BATCH = 500
 
 
 class NotificationBuffer:
@@ -84,34 +88,37 @@ class NotificationBuffer:
     def pending(self) -> int:
         return len(self._pending)
 
-    async def _send(self, note: WriteNotification) -> None:
+    async def _send(self, *notes: WriteNotification) -> None:
         if self._notifier is None:
             notifier = WriteNotifier(self._bootstrap, topic_prefix=self._topic_prefix)
             await asyncio.wait_for(notifier.start(), SEND_TIMEOUT_S)
             self._notifier = notifier
-        await asyncio.wait_for(self._notifier.send(note), SEND_TIMEOUT_S)
+        await asyncio.wait_for(self._notifier.send(*notes), SEND_TIMEOUT_S)
 
     async def _drain_forever(self) -> None:
         delay = RETRY_INITIAL_S
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            # Let a burst gather: writes to one namespace merge, the rest share one request.
+            await asyncio.sleep(LINGER_S)
             while self._pending:
-                namespace, note = next(iter(self._pending.items()))
+                batch = list(self._pending.items())[:MAX_BATCH]
                 try:
-                    await self._send(note)
+                    await self._send(*(note for _, note in batch))
                 except (KafkaError, OSError, TimeoutError) as exc:
                     counters["notify_retries_total"] += 1
-                    log.warning("notification for %s not delivered (%r); retrying", namespace, exc)
+                    log.warning("%d notifications not delivered (%r); retrying", len(batch), exc)
                     await self._reset_notifier()
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RETRY_MAX_S)
                     continue
                 delay = RETRY_INITIAL_S
-                counters["notify_sent_total"] += 1
-                if self._pending.get(namespace) is note:
-                    del self._pending[namespace]
-                self._unconfirmed.discard(namespace)
+                counters["notify_sent_total"] += len(batch)
+                for namespace, note in batch:
+                    if self._pending.get(namespace) is note:
+                        del self._pending[namespace]
+                    self._unconfirmed.discard(namespace)
                 counters["notify_pending"] = len(self._pending)
 
     async def _reset_notifier(self) -> None:
@@ -126,13 +133,12 @@ class NotificationBuffer:
         """Try once more to deliver what is pending, then stop."""
         if self._task is not None:
             self._task.cancel()
-        for namespace, note in list(self._pending.items()):
+        if self._pending:
             try:
-                await self._send(note)
-                del self._pending[namespace]
+                await self._send(*self._pending.values())
+                self._pending.clear()
             except (KafkaError, OSError, TimeoutError):
                 log.error("%d write notifications undelivered at shutdown", len(self._pending))
-                break
         await self._reset_notifier()
 
 

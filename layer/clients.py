@@ -13,6 +13,7 @@ Consumers follow stability changes:
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -86,13 +87,17 @@ class WriteNotifier:
         await self.send(note)
         return note
 
-    async def send(self, note: WriteNotification) -> None:
-        """Publish a prepared notification and wait until the broker has it."""
-        await self._producer.send_and_wait(
-            self.topic,
-            key=note.namespace.encode(),
-            value=note.model_dump_json(exclude_none=True).encode(),
-        )
+    async def send(self, *notes: WriteNotification) -> None:
+        """Publish prepared notifications (batched together) and wait until the broker has them."""
+        delivered = [
+            await self._producer.send(
+                self.topic,
+                key=note.namespace.encode(),
+                value=note.model_dump_json(exclude_none=True).encode(),
+            )
+            for note in notes
+        ]
+        await asyncio.gather(*delivered)
 
 
 async def stability_changes(
