@@ -7,6 +7,7 @@ each other's events or consumer groups.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -286,14 +287,5 @@ async def read_topic(
 
 
 async def eventually(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
-    """Async `wait_until`: lets the test's own Kafka clients run while waiting."""
-    import asyncio
-
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        await asyncio.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
+    """`wait_until` off the event loop, so the test's own Kafka clients keep running."""
+    return await asyncio.to_thread(wait_until, predicate, timeout_s, what, interval_s)
