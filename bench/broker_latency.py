@@ -12,7 +12,6 @@ the floor of every notification's latency. This measures which one Tansu is.
 from __future__ import annotations
 
 
-
 import argparse
 import asyncio
 import json
@@ -24,7 +23,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from harness import EmbeddedBroker, create_topics, percentiles, print_header, run_dir
 
 
-async def measure(bootstrap: str, topic: str, wait_ms: int, samples: int, partitions: int) -> dict[str, float]:
+async def measure(
+    bootstrap: str, topic: str, wait_ms: int, samples: int, partitions: int
+) -> dict[str, float]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
                                 auto_offset_reset="latest", fetch_max_wait_ms=wait_ms)  # fmt: skip
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
@@ -56,19 +57,26 @@ async def run(bootstrap: str, samples: int, partitions: int) -> dict[str, object
     for wait_ms in (1500, 500, 100, 10):
         topic = f"latency-{wait_ms}-{random.randrange(1 << 30)}"
         await create_topics(bootstrap, [topic], partitions)
-        out[f"fetch_max_wait_ms={wait_ms}"] = await measure(bootstrap, topic, wait_ms, samples, partitions)
+        out[f"fetch_max_wait_ms={wait_ms}"] = await measure(
+            bootstrap, topic, wait_ms, samples, partitions
+        )
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--samples", type=int, default=40)
     parser.add_argument("--partitions", type=int, default=8)
     args = parser.parse_args()
     out = run_dir("broker-latency")
     print_header("produce → consume latency, plain aiokafka consumer, embedded broker", vars(args))
     with EmbeddedBroker(log_path=out / "broker.log") as broker:
-        print("figures (ms): " + json.dumps(asyncio.run(run(broker.bootstrap, args.samples, args.partitions))))
+        print(
+            "figures (ms): "
+            + json.dumps(asyncio.run(run(broker.bootstrap, args.samples, args.partitions)))
+        )
 
 
 if __name__ == "__main__":

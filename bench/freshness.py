@@ -30,7 +30,6 @@ Targets (the issue): A p99 ≤ 250 ms; B and C(stable) p99 ≤ fast poll interva
 from __future__ import annotations
 
 
-
 import argparse
 import asyncio
 import json
@@ -93,7 +92,11 @@ class StabilityWatcher:
         # fetch_max_wait_ms: Tansu holds a fetch for the whole wait (bench/broker_latency.py), so
         # aiokafka's default 500 ms would add ~90 ms p50 / ~200 ms p99 to every detection.
         self.consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=bootstrap, auto_offset_reset="latest", group_id=None, fetch_max_wait_ms=10
+            topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="latest",
+            group_id=None,
+            fetch_max_wait_ms=10,
         )
         self.arrivals: dict[tuple[str, str], list[float]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -112,7 +115,9 @@ class StabilityWatcher:
                     event = json.loads(record.value)
                     self.arrivals.setdefault((event["namespace"], event["change"]), []).append(now)
 
-    async def first_after(self, ns: str, change: str, after: float, timeout_s: float = 10) -> float | None:
+    async def first_after(
+        self, ns: str, change: str, after: float, timeout_s: float = 10
+    ) -> float | None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for t in self.arrivals.get((ns, change), []):
@@ -127,7 +132,13 @@ class StabilityWatcher:
         await self.consumer.stop()
 
 
-async def run(args: argparse.Namespace, broker: EmbeddedBroker, emulator: EmulatorProcess, worker: WorkerProcess, prefix: str) -> dict[str, Any]:
+async def run(
+    args: argparse.Namespace,
+    broker: EmbeddedBroker,
+    emulator: EmulatorProcess,
+    worker: WorkerProcess,
+    prefix: str,
+) -> dict[str, Any]:
     n = args.samples
     interval = args.read_interval_ms / 1000
     groups = {g: [f"fr-{g}-{i:04d}" for i in range(n)] for g in ("a", "b", "c")}
@@ -170,7 +181,9 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, emulator: Emulat
     lags_b = []
     for ns in groups["b"]:
         await emu.post(f"/_emulator/indexing/{ns}/pause")
-        (await emu.post(f"/v2/namespaces/{ns}", json={"upsert_rows": [{"id": 2}]})).raise_for_status()
+        (
+            await emu.post(f"/v2/namespaces/{ns}", json={"upsert_rows": [{"id": 2}]})
+        ).raise_for_status()
         await notify(ns)
         await wait_for(client, ns, False, 0.01)
         (await emu.post(f"/_emulator/indexing/{ns}/force")).raise_for_status()
@@ -186,7 +199,9 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, emulator: Emulat
 
     async def sample_c(ns: str) -> None:
         await emu.post(f"/_emulator/indexing/{ns}/pause")
-        (await emu.post(f"/v2/namespaces/{ns}", json={"upsert_rows": [{"id": 2}]})).raise_for_status()
+        (
+            await emu.post(f"/v2/namespaces/{ns}", json={"upsert_rows": [{"id": 2}]})
+        ).raise_for_status()
         t0 = time.monotonic()
         await notify(ns)
         t1 = await watcher.first_after(ns, "became_unstable", t0)
@@ -221,10 +236,14 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, emulator: Emulat
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--read-interval-ms", type=float, default=5)
-    parser.add_argument("--spacing-ms", type=float, default=100, help="C: time between sample starts")
+    parser.add_argument(
+        "--spacing-ms", type=float, default=100, help="C: time between sample starts"
+    )
     parser.add_argument("--fast-ms", type=int, default=1000, help="LAYER_FAST_POLL_INTERVAL_MS")
     parser.add_argument("--tick-ms", type=int, default=100, help="LAYER_TICK_INTERVAL_MS")
     parser.add_argument("--seed", type=int, default=1)
@@ -236,7 +255,15 @@ def main() -> None:
         "LAYER_FAST_POLL_INTERVAL_MS": str(args.fast_ms),
         "LAYER_TICK_INTERVAL_MS": str(args.tick_ms),
     }
-    print_header("freshness lag", vars(args) | {"worker_env": overrides, "run_dir": str(out), "other_settings": "defaults (slow 60 s, safety margin 1 s, max rps 200)"})
+    print_header(
+        "freshness lag",
+        vars(args)
+        | {
+            "worker_env": overrides,
+            "run_dir": str(out),
+            "other_settings": "defaults (slow 60 s, safety margin 1 s, max rps 200)",
+        },
+    )
     with EmbeddedBroker(log_path=out / "broker.log") as broker:
         emulator = EmulatorProcess(out / "emulator.log")
         worker = None

@@ -65,7 +65,15 @@ def _git(*args: str) -> str:
 
 def machine_info() -> dict[str, Any]:
     versions = {}
-    for package in ("faust-streaming", "aiokafka", "mode-streaming", "aiohttp", "httpx", "pydantic", "orjson"):
+    for package in (
+        "faust-streaming",
+        "aiokafka",
+        "mode-streaming",
+        "aiohttp",
+        "httpx",
+        "pydantic",
+        "orjson",
+    ):
         try:
             versions[package] = importlib_metadata.version(package)
         except importlib_metadata.PackageNotFoundError:
@@ -121,7 +129,10 @@ def percentiles(values: Sequence[float], points: Iterable[int] = (50, 90, 99)) -
 
 
 def run_dir(name: str) -> Path:
-    path = Path(os.environ.get("BENCH_RUN_ROOT", "/tmp/layer-bench")) / f"{name}-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    path = (
+        Path(os.environ.get("BENCH_RUN_ROOT", "/tmp/layer-bench"))
+        / f"{name}-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    )
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -149,7 +160,10 @@ class EmulatorProcess:
         argv = [sys.executable, "-m", "layer.emulator", "--port", str(self.port),
                 "--api-key", API_KEY, *extra_args]  # fmt: skip
         self.process = subprocess.Popen(
-            argv, cwd=ROOT, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT  # noqa: SIM115
+            argv,
+            cwd=ROOT,
+            stdout=open(log_path, "ab"),
+            stderr=subprocess.STDOUT,  # noqa: SIM115
         )
         self.client = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
@@ -206,7 +220,9 @@ class EmulatorProcess:
                 self.process.wait()
 
 
-def base_env(broker: EmbeddedBroker, emulator: EmulatorProcess | None, **overrides: str) -> dict[str, str]:
+def base_env(
+    broker: EmbeddedBroker, emulator: EmulatorProcess | None, **overrides: str
+) -> dict[str, str]:
     """Environment of a worker: a fresh app id/topic prefix, the embedded profile, overrides."""
     env = {
         key: value
@@ -345,14 +361,30 @@ def notification(namespace: str, written_at_ms: int) -> bytes:
 # ---------------------------------------------------------------- profiles
 
 
-def profile_worker(pid: int, seconds: float, out: Path, rate: int = 100) -> subprocess.Popen[bytes] | None:
+def profile_worker(
+    pid: int, seconds: float, out: Path, rate: int = 100
+) -> subprocess.Popen[bytes] | None:
     """Start `py-spy record` on `pid` for `seconds` (raw collapsed stacks into `out`)."""
     if not Path(PY_SPY).exists():
         print(f"profile: {PY_SPY} not found, no profile")
         return None
     return subprocess.Popen(
-        [PY_SPY, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", str(rate),
-         "--format", "raw", "-o", str(out), "--nonblocking", "--threads"],  # fmt: skip
+        [
+            PY_SPY,
+            "record",
+            "-p",
+            str(pid),
+            "-d",
+            str(int(seconds)),
+            "-r",
+            str(rate),
+            "--format",
+            "raw",
+            "-o",
+            str(out),
+            "--nonblocking",
+            "--threads",
+        ],  # fmt: skip
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -363,18 +395,53 @@ def profile_worker(pid: int, seconds: float, out: Path, rate: int = 100) -> subp
 #: callbacks and stacks py-spy could not unwind to a known frame).
 BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("logging (debug records built: root logger at DEBUG)", ("(logging/__init__.py)",)),
-    ("table write → changelog produce (faust producer buffer, aiokafka sender/conn)",
-     ("ProducerBuffer.", "Topic.publish_message", "Producer.send (faust", "AIOKafkaProducer.send",
-      "Sender.", "SendProduceReqHandler", "MessageAccumulator", "_SelectorSocketTransport.write")),
+    (
+        "table write → changelog produce (faust producer buffer, aiokafka sender/conn)",
+        (
+            "ProducerBuffer.",
+            "Topic.publish_message",
+            "Producer.send (faust",
+            "AIOKafkaProducer.send",
+            "Sender.",
+            "SendProduceReqHandler",
+            "MessageAccumulator",
+            "_SelectorSocketTransport.write",
+        ),
+    ),
     ("changelog recovery (faust tables/recovery)", ("Recovery.", "(faust/tables/recovery.py)")),
-    ("app: transitions / Freshness records / parsing",
-     ("apply_transition", "on_write", "on_poll", "coalesce_batch", "parse_write_notification",
-      "(faust/models/", "Record.", "_replace (tables/", "(tables/", "(pydantic")),
+    (
+        "app: transitions / Freshness records / parsing",
+        (
+            "apply_transition",
+            "on_write",
+            "on_poll",
+            "coalesce_batch",
+            "parse_write_notification",
+            "(faust/models/",
+            "Record.",
+            "_replace (tables/",
+            "(tables/",
+            "(pydantic",
+        ),
+    ),
     ("table get/set bookkeeping (faust Table/Collection)", ("(faust/tables/",)),
-    ("consumer → stream delivery (fetcher, conductor, Stream, take_events)",
-     ("(aiokafka/consumer/", "Conductor.", "(faust/streams.py)", "take_events", "add_to_buffer",
-      "(faust/transport/consumer.py)", "(faust/channels.py)", "(faust/topics.py)")),
-    ("watcher polls (httpx, upstream)", ("(httpx/", "(httpcore/", "(agents/ticks.py)", "(layer/upstream.py)")),
+    (
+        "consumer → stream delivery (fetcher, conductor, Stream, take_events)",
+        (
+            "(aiokafka/consumer/",
+            "Conductor.",
+            "(faust/streams.py)",
+            "take_events",
+            "add_to_buffer",
+            "(faust/transport/consumer.py)",
+            "(faust/channels.py)",
+            "(faust/topics.py)",
+        ),
+    ),
+    (
+        "watcher polls (httpx, upstream)",
+        ("(httpx/", "(httpcore/", "(agents/ticks.py)", "(layer/upstream.py)"),
+    ),
     ("web (aiohttp server)", ("(aiohttp/",)),
     ("event loop / mode services (scheduling, waits)", ("(asyncio/", "(mode/", "(selectors.py)")),
 ]
@@ -391,7 +458,7 @@ def bucket_of(frames: list[str]) -> str:
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
 
 
-def _short(frame: str) -> str:
+def short_frame(frame: str) -> str:
     m = _FRAME.match(frame)
     if not m:
         return frame
@@ -419,12 +486,14 @@ def summarize_profile(path: Path, top: int = 25) -> str:
             continue
         count = int(count_s)
         total += count
-        frames = [_short(f) for f in stack.split(";")]
+        frames = [short_frame(f) for f in stack.split(";")]
         if frames and frames[0].startswith(("thread (", "process ")):
             thread = frames[0]
             threads[thread] += count
             frames = frames[1:]
-        if frames and ("select (selectors.py)" in frames[-1] or "_run_once" in frames[-1] and len(frames) < 4):
+        if frames and (
+            "select (selectors.py)" in frames[-1] or "_run_once" in frames[-1] and len(frames) < 4
+        ):
             idle += count
         buckets[bucket_of(frames)] += count
         for frame in set(frames):
@@ -435,8 +504,12 @@ def summarize_profile(path: Path, top: int = 25) -> str:
         return "(empty profile)"
     lines = [f"samples: {total}  idle in selector (event loop waiting): {100 * idle / total:.1f}%"]
     if threads:
-        lines.append("threads: " + ", ".join(f"{t} {100 * c / total:.1f}%" for t, c in threads.most_common()))
-    lines.append("by component (first bucket, in the order listed in harness.BUCKETS, with a frame in the stack; % of samples):")
+        lines.append(
+            "threads: " + ", ".join(f"{t} {100 * c / total:.1f}%" for t, c in threads.most_common())
+        )
+    lines.append(
+        "by component (first bucket, in the order listed in harness.BUCKETS, with a frame in the stack; % of samples):"
+    )
     for name, count in buckets.most_common():
         lines.append(f"  {100 * count / total:5.1f}%  {name}")
     lines.append("top inclusive (% of samples):")
@@ -451,10 +524,47 @@ def summarize_profile(path: Path, top: int = 25) -> str:
 def dump_stacks(pid: int) -> str:
     """`py-spy dump` of a (possibly stalled) worker."""
     try:
-        return subprocess.run([PY_SPY, "dump", "-p", str(pid)], capture_output=True, text=True, timeout=30).stdout
+        return subprocess.run(
+            [PY_SPY, "dump", "-p", str(pid)], capture_output=True, text=True, timeout=30
+        ).stdout
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"(py-spy dump failed: {exc})"
 
 
 def cleanup_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def out(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def fmt(stats: dict[str, float], keys: tuple[str, ...] = ("p50", "p90", "p99", "max")) -> str:
+    return "  ".join(f"{k}={stats[k]:.2f}" for k in keys if k in stats) + f"  (n={stats['n']})"
+
+
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_snapshot() -> dict[int, tuple[str, int, float]]:
+    """pid → (command, parent pid, CPU seconds) of every process we can read."""
+    snapshot: dict[int, tuple[str, int, float]] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        snapshot[int(entry.name)] = (
+            cmd.strip()[:90] or stat.split("(", 1)[1].split(")", 1)[0],
+            int(fields[1]),
+            (int(fields[11]) + int(fields[12])) / ticks,
+        )
+    return snapshot

@@ -60,9 +60,14 @@ from harness import (  # noqa: E402
     WorkerProcess,
     base_env,
     percentiles,
+    fmt,
+    out,
     print_header,
+    proc_cpu_s,
+    process_cpu_snapshot,
     profile_worker,
     run_dir,
+    short_frame,
 )
 
 METADATA_NAMESPACE = "bench-meta"
@@ -76,33 +81,6 @@ CACHE_SAMPLE_WINDOW_S = 8.0
 COLD_TARGET_MS = 1625.0  # the issue's figure: 1.3 × 1000/16 × 20 ms
 CACHED_P99_TARGET_MS = 5.0
 ADDED_P50_TARGET_MS = 1.0
-
-
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_snapshot() -> dict[int, tuple[str, int, float]]:
-    """pid → (command, parent pid, CPU seconds) of every process we can read."""
-    snapshot: dict[int, tuple[str, int, float]] = {}
-    ticks = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            raw = (entry / "cmdline").read_bytes().decode(errors="replace")
-            cmd = " ".join("".join(c if c.isprintable() else " " for c in raw).split())
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        snapshot[int(entry.name)] = (
-            cmd.strip()[:90] or stat.split("(", 1)[1].split(")", 1)[0],
-            int(fields[1]),
-            (int(fields[11]) + int(fields[12])) / ticks,
-        )
-    return snapshot
 
 
 def cpu_times() -> tuple[float, float]:
@@ -155,14 +133,6 @@ class OtherLoad:
             f"other processes used {100 * total / seconds:.0f}% of a core during the run "
             f"(top: {top}); hypervisor steal time {steal:.1f}% of CPU time"
         )
-
-
-def fmt(stats: dict[str, float], keys: tuple[str, ...] = ("p50", "p90", "p99", "max")) -> str:
-    return "  ".join(f"{k}={stats[k]:.2f}" for k in keys if k in stats) + f"  (n={stats['n']})"
-
-
-def out(line: str = "") -> None:
-    print(line, flush=True)
 
 
 class Client:
@@ -246,8 +216,14 @@ async def metadata_c32(
     await run_block(client, layer, 4 * concurrency, concurrency)  # warm-up: open connections
     await run_block(client, direct, 4 * concurrency, concurrency)
     result: dict[str, Any] = {
-        t: {"wall_s": 0.0, "n": 0, "lat": [], "worker_cpu": 0.0, "emulator_cpu": 0.0,
-            "client_cpu": 0.0}
+        t: {
+            "wall_s": 0.0,
+            "n": 0,
+            "lat": [],
+            "worker_cpu": 0.0,
+            "emulator_cpu": 0.0,
+            "client_cpu": 0.0,
+        }
         for t in ("layer", "direct")
     }
     pair_ratios: list[float] = []
@@ -378,15 +354,6 @@ _BORING = ("<frozen runpy>", "(layer/__main__.py", "(layer/cli.py", "(mode/worke
            "BaseEventLoop.run_", "BaseEventLoop._run_once", "Handle._run (")  # fmt: skip
 
 
-def _short_frame(frame: str) -> str:
-    """`func (path:line)` → `func (path)`, site-packages prefixes dropped."""
-    func, _, where = frame.partition(" (")
-    path = where.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
-        path = path.split(marker, 1)[-1]
-    return f"{func} ({path})"
-
-
 def top_functions(path: Path, top: int = 25) -> str:
     """Top functions of a py-spy raw profile by inclusive and by self share of samples."""
     if not path.exists():
@@ -400,7 +367,7 @@ def top_functions(path: Path, top: int = 25) -> str:
             continue
         count = int(count_s)
         total += count
-        frames = [_short_frame(f) for f in stack.split(";") if not f.startswith("thread (")]
+        frames = [short_frame(f) for f in stack.split(";") if not f.startswith("thread (")]
         for frame in set(frames):
             if not any(b in frame for b in _BORING):
                 inclusive[frame] += count
@@ -494,7 +461,7 @@ async def upstream_clients(base_url: str, path: str, n: int, rounds: int) -> Non
     results: dict[tuple[str, int], list[tuple[float, float]]] = {}
     for round_ in range(rounds):
         names = list(makers)
-        names = names[round_ % len(names):] + names[: round_ % len(names)]  # rotate the order
+        names = names[round_ % len(names) :] + names[: round_ % len(names)]  # rotate the order
         for name in names:
             get, close = makers[name]()
             try:
@@ -631,9 +598,13 @@ async def main_async(args: argparse.Namespace) -> None:
             for target in ("layer", "direct"):
                 r = c32[target]
                 rates[target] = r["n"] / r["wall_s"]
-                out(f"  {target:<7} {fmt(percentiles(r['lat']))}  throughput {rates[target]:.0f} req/s")
+                out(
+                    f"  {target:<7} {fmt(percentiles(r['lat']))}  throughput {rates[target]:.0f} req/s"
+                )
             p_l, p_d = percentiles(c32["layer"]["lat"]), percentiles(c32["direct"]["lat"])
-            out(f"  added p50 = {p_l['p50'] - p_d['p50']:.3f} ms, added p99 = {p_l['p99'] - p_d['p99']:.3f} ms")
+            out(
+                f"  added p50 = {p_l['p50'] - p_d['p50']:.3f} ms, added p99 = {p_l['p99'] - p_d['p99']:.3f} ms"
+            )
             out(f"  throughput ratio layer/direct = {rates['layer'] / rates['direct']:.3f} "
                 f"(median of per-block-pair ratios {statistics.median(c32['pair_ratios']):.3f}, "
                 f"min {min(c32['pair_ratios']):.3f}, max {max(c32['pair_ratios']):.3f})")  # fmt: skip
@@ -660,7 +631,9 @@ async def main_async(args: argparse.Namespace) -> None:
             names = [f"{LIST_PREFIX}{i:04d}" for i in range(LIST_SIZE)]
             t0 = time.perf_counter()
             await emulator.create_namespaces(names, concurrency=32)
-            out(f"created {LIST_SIZE} namespaces in the emulator in {time.perf_counter() - t0:.1f} s")
+            out(
+                f"created {LIST_SIZE} namespaces in the emulator in {time.perf_counter() - t0:.1f} s"
+            )
             await asyncio.to_thread(ready_b.join)
             if not worker_b.ready_at:
                 raise RuntimeError("worker B did not become ready")
@@ -744,9 +717,11 @@ async def main_async(args: argparse.Namespace) -> None:
                         gz.append(elapsed)
                         gz_bytes = len(body)
             s_cached = percentiles(cached)
-            out(f"cached listing (TTL {CACHE_TTL_MS} ms, concurrency 1), {cached_bytes} bytes/answer, ms:")
+            out(
+                f"cached listing (TTL {CACHE_TTL_MS} ms, concurrency 1), {cached_bytes} bytes/answer, ms:"
+            )
             out(f"  {fmt(s_cached)}  [target p99 <= {CACHED_P99_TARGET_MS} ms]")
-            out(f"  cold refills on worker A (cache on, watcher settled), ms: "
+            out("  cold refills on worker A (cache on, watcher settled), ms: "
                 + ", ".join(f"{x:.0f}" for x in refills))  # fmt: skip
 
             out(f"cached listing with Accept-Encoding: gzip ({gz_bytes} bytes/answer), alternating "

@@ -21,7 +21,6 @@ Targets (the issue): ≤ 2 KB per namespace; recovery ≤ 30 s with 100,000 name
 from __future__ import annotations
 
 
-
 import argparse
 import asyncio
 import json
@@ -56,9 +55,11 @@ async def produce_all(bootstrap: str, topic: str, namespaces: list[str]) -> dict
         for start in range(0, len(namespaces), 1000):
             written_at = int(time.time() * 1000)
             futures = []
-            for ns in namespaces[start:start + 1000]:
+            for ns in namespaces[start : start + 1000]:
                 latest[ns] = written_at
-                futures.append(await producer.send(topic, key=ns.encode(), value=notification(ns, written_at)))
+                futures.append(
+                    await producer.send(topic, key=ns.encode(), value=notification(ns, written_at))
+                )
             await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -85,14 +86,23 @@ def slope_bytes_per_row(points: list[tuple[float, int]]) -> float | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--namespaces", type=int, default=100_000)
     parser.add_argument("--profile", action="store_true", help="py-spy the recovering worker")
     parser.add_argument("--timeout", type=float, default=240)
     args = parser.parse_args()
     out = run_dir("memory-recovery")
-    overrides = {"LAYER_TOPIC_PARTITIONS": str(PARTITIONS), "LAYER_TICK_INTERVAL_MS": str(3_600_000)}
-    print_header("memory per namespace and recovery", vars(args) | {"worker_env": overrides, "table_store": "memory:// (default)", "run_dir": str(out)})
+    overrides = {
+        "LAYER_TOPIC_PARTITIONS": str(PARTITIONS),
+        "LAYER_TICK_INTERVAL_MS": str(3_600_000),
+    }
+    print_header(
+        "memory per namespace and recovery",
+        vars(args)
+        | {"worker_env": overrides, "table_store": "memory:// (default)", "run_dir": str(out)},
+    )
     namespaces = [f"mr-{i:06d}" for i in range(args.namespaces)]
     figures: dict[str, object] = {}
     with EmbeddedBroker(log_path=out / "broker.log") as broker:
@@ -120,7 +130,9 @@ def main() -> None:
                 m = first.metrics()
                 applied = m.get("table_writes_total", 0)
                 points.append((applied, first.rss_kb()))
-                if m.get("write_notifications_total", 0) >= len(namespaces) and applied >= len(namespaces):
+                if m.get("write_notifications_total", 0) >= len(namespaces) and applied >= len(
+                    namespaces
+                ):
                     break
                 time.sleep(0.5)
             figures["apply_s"] = round(time.monotonic() - t0, 2)
@@ -133,7 +145,9 @@ def main() -> None:
                 "rss_idle_kb": rss0,
                 "rss_after_kb": rss1,
                 "bytes_per_namespace": round((rss1 - rss0) * 1024 / len(namespaces), 1),
-                "bytes_per_namespace_slope": round(s, 1) if (s := slope_bytes_per_row(points)) else None,
+                "bytes_per_namespace_slope": round(s, 1)
+                if (s := slope_bytes_per_row(points))
+                else None,
             }
             t_stop = time.monotonic()
             first.stop(signal.SIGTERM)
@@ -142,7 +156,11 @@ def main() -> None:
             second = WorkerProcess(env, out / "w2", out / "worker2.log")
             workers.append(second)
             second.spawn()
-            profile = profile_worker(second.pid, 60, out / "recovery-profile.txt") if args.profile else None
+            profile = (
+                profile_worker(second.pid, 60, out / "recovery-profile.txt")
+                if args.profile
+                else None
+            )
             recovery_s = second.wait_ready(timeout_s=args.timeout)
             if profile is not None:
                 profile.send_signal(signal.SIGINT)  # py-spy writes what it has on SIGINT
@@ -163,15 +181,26 @@ def main() -> None:
             figures |= {
                 "recovery_spawn_to_ready_s": round(recovery_s, 2),
                 "changelog_records_replayed_at_least": m.get("table_writes_total"),
-                "replay_rate_records_per_s": round(float(m.get("table_writes_total", 0)) / recovery_s, 0),
+                "replay_rate_records_per_s": round(
+                    float(m.get("table_writes_total", 0)) / recovery_s, 0
+                ),
                 "rss_after_recovery_kb": rss2,
-                "bytes_per_namespace_after_recovery_vs_idle": round((rss2 - rss0) * 1024 / len(namespaces), 1),
-                "recovered_sample_check": {"checked": len(sample), "ok": ok, "behind": behind, "missing": missing},
+                "bytes_per_namespace_after_recovery_vs_idle": round(
+                    (rss2 - rss0) * 1024 / len(namespaces), 1
+                ),
+                "recovered_sample_check": {
+                    "checked": len(sample),
+                    "ok": ok,
+                    "behind": behind,
+                    "missing": missing,
+                },
                 "targets": {"bytes_per_namespace_le": 2048, "recovery_s_le": 30},
             }
             print("figures: " + json.dumps(figures))
             if profile is not None:
-                print(f"profile of the recovering worker (spawn → ready), py-spy raw in {out / 'recovery-profile.txt'}:")
+                print(
+                    f"profile of the recovering worker (spawn → ready), py-spy raw in {out / 'recovery-profile.txt'}:"
+                )
                 print(summarize_profile(out / "recovery-profile.txt"))
         finally:
             for worker in workers:

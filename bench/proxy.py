@@ -72,8 +72,13 @@ from harness import (  # noqa: E402
     WorkerProcess,
     base_env,
     percentiles,
+    fmt,
+    out,
     print_header,
+    proc_cpu_s,
+    process_cpu_snapshot,
     run_dir,
+    short_frame,
 )
 
 QUERY_NS = "bench-proxy-query"
@@ -122,23 +127,21 @@ class BigBodyEmulator(EmulatorProcess):
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        argv = [sys.executable, "-c", EMULATOR_BOOT, str(self.port), API_KEY, str(EMULATOR_MAX_BODY)]
-        self.process = subprocess.Popen(argv, cwd=ROOT, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
-        self.client = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
+        argv = [
+            sys.executable,
+            "-c",
+            EMULATOR_BOOT,
+            str(self.port),
+            API_KEY,
+            str(EMULATOR_MAX_BODY),
+        ]
+        self.process = subprocess.Popen(
+            argv, cwd=ROOT, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT
+        )  # noqa: SIM115
+        self.client = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+        )
         wait_until(self._answers, 30, "the emulator to answer")
-
-
-def out(line: str = "") -> None:
-    print(line, flush=True)
-
-
-def fmt(stats: dict[str, float], keys: tuple[str, ...] = ("p50", "p90", "p99", "max")) -> str:
-    return "  ".join(f"{k}={stats[k]:.2f}" for k in keys if k in stats) + f"  (n={stats['n']})"
-
-
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def proc_status_kb(pid: int, *keys: str) -> dict[str, int]:
@@ -148,27 +151,6 @@ def proc_status_kb(pid: int, *keys: str) -> dict[str, int]:
         if name in keys:
             values[name] = int(rest.split()[0])
     return values
-
-
-def process_cpu_snapshot() -> dict[int, tuple[str, int, float]]:
-    """pid → (command, parent pid, CPU seconds) of every process we can read."""
-    snapshot: dict[int, tuple[str, int, float]] = {}
-    ticks = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        snapshot[int(entry.name)] = (
-            cmd.strip()[:90] or stat.split("(", 1)[1].split(")", 1)[0],
-            int(fields[1]),
-            (int(fields[11]) + int(fields[12])) / ticks,
-        )
-    return snapshot
 
 
 def other_load(before: dict[int, tuple[str, int, float]], seconds: float) -> str:
@@ -187,7 +169,9 @@ def other_load(before: dict[int, tuple[str, int, float]], seconds: float) -> str
     used.sort(reverse=True)
     total = sum(d for d, _, _ in used)
     top = "; ".join(f"{100 * d / seconds:.0f}% pid {pid} {cmd}" for d, pid, cmd in used[:4])
-    return f"other processes used {100 * total / seconds:.0f}% of a core during the run (top: {top})"
+    return (
+        f"other processes used {100 * total / seconds:.0f}% of a core during the run (top: {top})"
+    )
 
 
 # ---------------------------------------------------------------- bodies
@@ -202,7 +186,9 @@ def dumps(doc: Any) -> bytes:
 
 
 def query_body() -> bytes:
-    return dumps({"rank_by": ["vector", "ANN", vec(DIM)], "top_k": 10, "include_attributes": ["title"]})
+    return dumps(
+        {"rank_by": ["vector", "ANN", vec(DIM)], "top_k": 10, "include_attributes": ["title"]}
+    )
 
 
 def small_write_body() -> bytes:
@@ -214,7 +200,9 @@ def small_write_body() -> bytes:
 
 def big_write_body(target_bytes: int) -> tuple[bytes, int]:
     """`upsert_rows` of BIG_DIM-dim JSON float vectors, ~target_bytes long; (body, rows)."""
-    pool = [",".join(f"{rng.uniform(-1, 1):.6f}" for _ in range(BIG_DIM)).encode() for _ in range(48)]
+    pool = [
+        ",".join(f"{rng.uniform(-1, 1):.6f}" for _ in range(BIG_DIM)).encode() for _ in range(48)
+    ]
     head, tail = b'{"upsert_rows":[', b'],"distance_metric":"cosine_distance"}'
     rows: list[bytes] = []
     size = len(head) + len(tail)
@@ -299,7 +287,9 @@ async def run_c1(client: Client, layer: str, direct: str, bodies: list[bytes], n
     return {**lat, "diffs": diffs, "wall_s": wall, "cpu": cpu}
 
 
-async def run_block(client: Client, url: str, bodies: list[bytes], count: int, concurrency: int) -> tuple[float, list[float]]:
+async def run_block(
+    client: Client, url: str, bodies: list[bytes], count: int, concurrency: int
+) -> tuple[float, list[float]]:
     remaining = count
     latencies: list[float] = []
 
@@ -351,8 +341,14 @@ def report_c1(name: str, c1: dict[str, Any]) -> dict[str, float]:
     out(f"{name}, concurrency 1 (alternating request by request), latency ms:")
     out(f"  layer   {fmt(s_l)}")
     out(f"  direct  {fmt(s_d)}")
-    verdict = "met" if added_p50 <= ADDED_P50_TARGET_MS else f"MISSED by {added_p50 - ADDED_P50_TARGET_MS:.3f} ms"
-    out(f"  added p50 (p50 layer - p50 direct) = {added_p50:.3f} ms   [target <= {ADDED_P50_TARGET_MS} ms: {verdict}]")
+    verdict = (
+        "met"
+        if added_p50 <= ADDED_P50_TARGET_MS
+        else f"MISSED by {added_p50 - ADDED_P50_TARGET_MS:.3f} ms"
+    )
+    out(
+        f"  added p50 (p50 layer - p50 direct) = {added_p50:.3f} ms   [target <= {ADDED_P50_TARGET_MS} ms: {verdict}]"
+    )
     out(f"  added p99 (p99 layer - p99 direct) = {s_l['p99'] - s_d['p99']:.3f} ms")
     out(f"  per-pair difference layer-direct: median={statistics.median(c1['diffs']):.3f}  "
         f"p90={s_diff['p90']:.3f}  p99={s_diff['p99']:.3f} ms")  # fmt: skip
@@ -378,7 +374,9 @@ def report_c32(name: str, c32: dict[str, Any], block: int) -> dict[str, float]:
         out(f"  {target:<7} {fmt(percentiles(r['lat']))}  throughput {rates[target]:.0f} req/s")
     p_l, p_d = percentiles(c32["layer"]["lat"]), percentiles(c32["direct"]["lat"])
     ratio = rates["layer"] / rates["direct"]
-    out(f"  added p50 = {p_l['p50'] - p_d['p50']:.3f} ms, added p99 = {p_l['p99'] - p_d['p99']:.3f} ms")
+    out(
+        f"  added p50 = {p_l['p50'] - p_d['p50']:.3f} ms, added p99 = {p_l['p99'] - p_d['p99']:.3f} ms"
+    )
     out(f"  throughput ratio layer/direct = {ratio:.3f} "
         f"(median of per-block-pair ratios {statistics.median(c32['pair_ratios']):.3f}, "
         f"min {min(c32['pair_ratios']):.3f}, max {max(c32['pair_ratios']):.3f})")  # fmt: skip
@@ -418,7 +416,9 @@ class RssSampler(threading.Thread):
             i = text.find(b"VmRSS:")
             if i < 0:  # no VmRSS: the process has exited (a zombie until reaped)
                 return
-            self.samples.append((time.perf_counter() - self.t0, int(text[i + 6 : text.index(b"kB", i)])))
+            self.samples.append(
+                (time.perf_counter() - self.t0, int(text[i + 6 : text.index(b"kB", i)]))
+            )
             time.sleep(self.interval_s)
 
     def stop(self) -> None:
@@ -555,7 +555,13 @@ async def big_write(url: str, body: bytes, worker: WorkerProcess, emulator_pid: 
     }
 
 
-def timeline(samples: list[tuple[float, int]], idle_kb: int, t_send: float, t_done: float, step_s: float = 0.25) -> str:
+def timeline(
+    samples: list[tuple[float, int]],
+    idle_kb: int,
+    t_send: float,
+    t_done: float,
+    step_s: float = 0.25,
+) -> str:
     """Max RSS above idle per `step_s` bucket from the send on; equal runs collapsed."""
     buckets: dict[int, int] = {}
     for t, kb in samples:
@@ -569,7 +575,12 @@ def timeline(samples: list[tuple[float, int]], idle_kb: int, t_send: float, t_do
             runs[-1] = (runs[-1][0], k, mib)
         else:
             runs.append((k, k, mib))
-    parts = [f"{a * step_s:.2f}s:{m:+d}" if a == b else f"{a * step_s:.2f}-{(b + 1) * step_s:.2f}s:{m:+d}" for a, b, m in runs]
+    parts = [
+        f"{a * step_s:.2f}s:{m:+d}"
+        if a == b
+        else f"{a * step_s:.2f}-{(b + 1) * step_s:.2f}s:{m:+d}"
+        for a, b, m in runs
+    ]
     return " ".join(parts) + f"  (answer at {t_done - t_send:.2f}s; then 1 s idle, close, 0.5 s)"
 
 
@@ -587,7 +598,9 @@ def report_big(r: dict[str, Any], body_len: int, target: bool = True) -> None:
         f"{r['after_kb'] / 1024:.1f} MiB; 0.5 s after closing the connection {r['after_close_kb'] / 1024:.1f} MiB")  # fmt: skip
     out(f"  worker growth (peak - idle) = {growth / mib:.2f} MiB = {growth / body_len:.3f} x body "
         f"({body_len / mib:.2f} MiB)  [target <= {MEMORY_FACTOR_TARGET:.0f} x body = {limit / mib:.2f} MiB: {verdict}]")  # fmt: skip
-    out(f"  RSS above idle (MiB, max per 0.25 s): {timeline(r['samples'], r['idle_kb'], r['t_send'], r['t_done'])}")
+    out(
+        f"  RSS above idle (MiB, max per 0.25 s): {timeline(r['samples'], r['idle_kb'], r['t_send'], r['t_done'])}"
+    )
     st = r["stall"]
     if st.get("n"):
         out(f"  GET /healthz on the worker every 10 ms meanwhile, from a subprocess (n={st['n']}): p50 {st['p50']:.1f} ms, "
@@ -659,16 +672,6 @@ _COMPONENTS: list[tuple[str, Any]] = [
 ]  # fmt: skip
 
 
-def _short(frame: str) -> str:
-    func, _, rest = frame.partition(" (")
-    path = rest.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-            break
-    return f"{func} ({path})"
-
-
 def summarize(path: Path, top: int = 22) -> str:
     """Components, then top functions by inclusive and self share of samples."""
     if not path.exists():
@@ -682,7 +685,9 @@ def summarize(path: Path, top: int = 22) -> str:
         if not stack:
             continue
         count = int(count_s)
-        frames = [_short(f) for f in stack.split(";") if not f.startswith(("thread (", "process "))]
+        frames = [
+            short_frame(f) for f in stack.split(";") if not f.startswith(("thread (", "process "))
+        ]
         total += count
         for label, test in _COMPONENTS:
             if test(frames):
@@ -693,7 +698,10 @@ def summarize(path: Path, top: int = 22) -> str:
             exclusive[frames[-1]] += count
     if not total:
         return "(empty profile)"
-    lines = [f"samples: {total}", "components (% of samples; indented rows are parts of the row above):"]
+    lines = [
+        f"samples: {total}",
+        "components (% of samples; indented rows are parts of the row above):",
+    ]
     lines += [f"  {100 * n / total:5.1f}%  {label}" for label, n in counts.items()]
     skip = ("_run_module_as_main", "_run_code", "<module>", "main (", "run_worker", "execute_from_commandline",
             "run_until_complete", "run_forever", "_run_once")  # fmt: skip
@@ -719,8 +727,20 @@ def start_profile(pid: int, seconds: float, path: Path, rate: int = 200) -> Any:
         out(f"profile: {PY_SPY} not found, no profile")
         return None
     return subprocess.Popen(
-        [PY_SPY, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", str(rate),
-         "--format", "raw", "-o", str(path)],  # fmt: skip
+        [
+            PY_SPY,
+            "record",
+            "-p",
+            str(pid),
+            "-d",
+            str(int(seconds)),
+            "-r",
+            str(rate),
+            "--format",
+            "raw",
+            "-o",
+            str(path),
+        ],  # fmt: skip
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -736,7 +756,9 @@ async def profile_during(name: str, pid: int, seconds: float, directory: Path, l
     while recorder.poll() is None:
         await load()
         runs += 1
-    out(f"--- profile: {name} (worker pid {pid}, {seconds:.0f} s, {runs} load iterations, raw: {path})")
+    out(
+        f"--- profile: {name} (worker pid {pid}, {seconds:.0f} s, {runs} load iterations, raw: {path})"
+    )
     out(summarize(path))
     out()
 
@@ -744,7 +766,9 @@ async def profile_during(name: str, pid: int, seconds: float, directory: Path, l
 # ---------------------------------------------------------------- part 3
 
 
-async def client_cost(emulator_url: str, bodies: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
+async def client_cost(
+    emulator_url: str, bodies: list[bytes], args: argparse.Namespace
+) -> dict[str, Any]:
     """The proxy's upstream call for a small write, replayed here with several HTTP clients.
 
     Each variant stamps the body with api/write_body.plan_stamps and POSTs it to the
@@ -787,7 +811,9 @@ async def client_cost(emulator_url: str, bodies: list[bytes], args: argparse.Nam
         return client, call
 
     def make_aiohttp() -> tuple[Any, Any]:
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512), auto_decompress=False)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=512), auto_decompress=False
+        )
 
         async def call(body: bytes) -> None:
             plan = plan_stamps(body, int(time.time() * 1000))
@@ -799,13 +825,17 @@ async def client_cost(emulator_url: str, bodies: list[bytes], args: argparse.Nam
         return session, call
 
     variants: dict[str, Any] = {
-        f"httpx {httpx.__version__} + httpcore, chunks (= api/proxy.py today)": lambda: make_httpx(httpx, False),
+        f"httpx {httpx.__version__} + httpcore, chunks (= api/proxy.py today)": lambda: make_httpx(
+            httpx, False
+        ),
         f"httpx {httpx.__version__} + httpcore, joined body": lambda: make_httpx(httpx, True),
         f"httpx2 {httpx2.__version__} + httpcore2, chunks": lambda: make_httpx(httpx2, False),
         f"httpx2 {httpx2.__version__} + httpcore2, joined body": lambda: make_httpx(httpx2, True),
         f"aiohttp {aiohttp.__version__} ClientSession, joined body": make_aiohttp,
     }
-    results: dict[str, dict[str, list[float]]] = {name: {"cpu_us": [], "rps": [], "c1": []} for name in variants}
+    results: dict[str, dict[str, list[float]]] = {
+        name: {"cpu_us": [], "rps": [], "c1": []} for name in variants
+    }
     order = list(variants) + list(reversed(variants))
     for name in order:
         client, call = variants[name]()
@@ -830,13 +860,19 @@ async def client_cost(emulator_url: str, bodies: list[bytes], args: argparse.Nam
             results[name]["rps"].append(args.client_c32 / (time.perf_counter() - t0))
         finally:
             await (client.aclose() if hasattr(client, "aclose") else client.close())
-    out(f"{args.client_c1} sequential + {args.client_c32} at concurrency 32 per pass, 2 passes; "
-        "emulator write route; CPU = this process (client + plan_stamps + event loop)")
+    out(
+        f"{args.client_c1} sequential + {args.client_c32} at concurrency 32 per pass, 2 passes; "
+        "emulator write route; CPU = this process (client + plan_stamps + event loop)"
+    )
     summary: dict[str, Any] = {}
     for name, r in results.items():
         c1 = percentiles(r["c1"])
         cpu = statistics.mean(r["cpu_us"])
-        summary[name] = {"cpu_us_c32": cpu, "rps_c32": statistics.mean(r["rps"]), "c1_p50": c1["p50"]}
+        summary[name] = {
+            "cpu_us_c32": cpu,
+            "rps_c32": statistics.mean(r["rps"]),
+            "c1_p50": c1["p50"],
+        }
         out(f"  {name:<55} c32: {cpu:5.0f} µs CPU/request ({' / '.join(f'{x:.0f}' for x in r['cpu_us'])}), "
             f"{statistics.mean(r['rps']):5.0f} req/s;  c1 p50 {c1['p50']:.2f} ms p99 {c1['p99']:.2f} ms")  # fmt: skip
     return summary
@@ -845,7 +881,9 @@ async def client_cost(emulator_url: str, bodies: list[bytes], args: argparse.Nam
 # ---------------------------------------------------------------- main
 
 
-async def wait_stable(client: Client, worker: WorkerProcess, namespace: str, timeout_s: float = 30) -> bool:
+async def wait_stable(
+    client: Client, worker: WorkerProcess, namespace: str, timeout_s: float = 30
+) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         async with client.session.get(f"{worker.url}/v2/namespaces/{namespace}/metadata") as r:
@@ -889,7 +927,10 @@ async def main_async(args: argparse.Namespace) -> None:
 
             # Seed the query namespace through Layer (stamped rows), wait until it is stable.
             for start in range(0, QUERY_ROWS, 250):
-                rows = [{"id": i, "vector": vec(DIM), "title": f"doc {i}"} for i in range(start, start + 250)]
+                rows = [
+                    {"id": i, "vector": vec(DIM), "title": f"doc {i}"}
+                    for i in range(start, start + 250)
+                ]
                 await client.post(f"{worker.url}/v2/namespaces/{QUERY_NS}",
                                   dumps({"upsert_rows": rows, "distance_metric": "cosine_distance"}))  # fmt: skip
             await client.post(f"{worker.url}/v2/namespaces/{WRITE_NS}", small_write_body())
@@ -900,7 +941,9 @@ async def main_async(args: argparse.Namespace) -> None:
             idle0, t_idle = worker.cpu_seconds(), time.perf_counter()
             await asyncio.sleep(2)
             idle_share = (worker.cpu_seconds() - idle0) / (time.perf_counter() - t_idle)
-            out(f"worker idle CPU: {100 * idle_share:.1f}% of a core; idle RSS {worker.rss_kb() / 1024:.0f} MiB")
+            out(
+                f"worker idle CPU: {100 * idle_share:.1f}% of a core; idle RSS {worker.rss_kb() / 1024:.0f} MiB"
+            )
 
             queries = [query_body() for _ in range(64)]
             writes = [small_write_body() for _ in range(64)]
@@ -967,7 +1010,14 @@ async def main_async(args: argparse.Namespace) -> None:
             layer_big = f"{worker.url}/v2/namespaces/{BIG_NS}"
             direct_big = f"{emulator.url}/v2/namespaces/{BIG_NS}"
             emu_pid = emulator.process.pid
-            rd = await big_write(direct_big, body, worker, emu_pid, "direct to the emulator (worker idle)", baseline_kb)
+            rd = await big_write(
+                direct_big,
+                body,
+                worker,
+                emu_pid,
+                "direct to the emulator (worker idle)",
+                baseline_kb,
+            )
             out(f"direct to the emulator: status {rd['status']}, wall {rd['wall_s']:.2f} s, emulator CPU "
                 f"{rd['emulator_cpu_s']:.2f} s, emulator RSS growth {rd['emulator_growth_kb'] / 1024:.0f} MiB")  # fmt: skip
             r1 = await big_write(layer_big, body, worker, emu_pid, "through Layer #1", baseline_kb)
@@ -977,7 +1027,14 @@ async def main_async(args: argparse.Namespace) -> None:
                 path = work / "big-write.txt"
                 recorder = start_profile(worker.pid, max(8, int(r1["wall_s"] + 4)), path, rate=100)
                 await asyncio.sleep(0.5)
-                r2 = await big_write(layer_big, body, worker, emu_pid, "through Layer #2 (py-spy attached)", baseline_kb)
+                r2 = await big_write(
+                    layer_big,
+                    body,
+                    worker,
+                    emu_pid,
+                    "through Layer #2 (py-spy attached)",
+                    baseline_kb,
+                )
                 report_big(r2, len(body))
                 summary["big"]["layer2"] = r2
                 if recorder is not None:
@@ -996,7 +1053,9 @@ async def main_async(args: argparse.Namespace) -> None:
 
             # ------------------------------------------------ part 3: upstream client cost
             out()
-            out("## Part 3: cost of the upstream HTTP client, in this process (no Layer code edited)")
+            out(
+                "## Part 3: cost of the upstream HTTP client, in this process (no Layer code edited)"
+            )
             summary["clients"] = await client_cost(emulator.url, writes, args)
         finally:
             await client.close()
@@ -1015,14 +1074,30 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--query-requests", type=int, default=1000, help="query requests per target and concurrency")
-    parser.add_argument("--write-requests", type=int, default=2000, help="write requests per target and concurrency")
+    parser.add_argument(
+        "--query-requests", type=int, default=1000, help="query requests per target and concurrency"
+    )
+    parser.add_argument(
+        "--write-requests", type=int, default=2000, help="write requests per target and concurrency"
+    )
     parser.add_argument("--block", type=int, default=250, help="concurrency-32 block size")
     parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--big-mib", type=int, default=None, help="size of the large write (default 100; --quick: 10)")
+    parser.add_argument(
+        "--big-mib",
+        type=int,
+        default=None,
+        help="size of the large write (default 100; --quick: 10)",
+    )
     parser.add_argument("--profile-seconds", type=float, default=5.0)
-    parser.add_argument("--client-c1", type=int, default=200, help="part 3: sequential calls per variant and pass")
-    parser.add_argument("--client-c32", type=int, default=600, help="part 3: concurrency-32 calls per variant and pass")
+    parser.add_argument(
+        "--client-c1", type=int, default=200, help="part 3: sequential calls per variant and pass"
+    )
+    parser.add_argument(
+        "--client-c32",
+        type=int,
+        default=600,
+        help="part 3: concurrency-32 calls per variant and pass",
+    )
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--skip-latency", action="store_true", help="part 2 only (development)")
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -53,8 +52,14 @@ def namespace_names(n: int) -> list[str]:
 
 
 async def produce(
-    bootstrap: str, topic: str, namespaces: list[str], *, count: int | None, duration_s: float | None,
-    rate: float, linger_ms: int = 5,
+    bootstrap: str,
+    topic: str,
+    namespaces: list[str],
+    *,
+    count: int | None,
+    duration_s: float | None,
+    rate: float,
+    linger_ms: int = 5,
 ) -> dict[str, object]:
     """Send notifications round-robin over `namespaces`; return counts and latest time per ns."""
     from aiokafka import AIOKafkaProducer
@@ -80,7 +85,9 @@ async def produce(
             for i in range(n):
                 ns = namespaces[(sent + i) % len(namespaces)]
                 latest[ns] = written_at
-                futures.append(await producer.send(topic, key=ns.encode(), value=notification(ns, written_at)))
+                futures.append(
+                    await producer.send(topic, key=ns.encode(), value=notification(ns, written_at))
+                )
             await asyncio.gather(*futures)
             sent += n
             if rate:
@@ -91,13 +98,24 @@ async def produce(
     finally:
         await producer.stop()
     elapsed = time.monotonic() - started
-    return {"sent": sent, "elapsed_s": round(elapsed, 3), "rate_per_s": round(sent / elapsed, 1), "latest": latest}
+    return {
+        "sent": sent,
+        "elapsed_s": round(elapsed, 3),
+        "rate_per_s": round(sent / elapsed, 1),
+        "latest": latest,
+    }
 
 
 def producer_main(args: argparse.Namespace) -> None:
     result = asyncio.run(
-        produce(args.bootstrap, args.topic, namespace_names(args.namespaces), count=None,
-                duration_s=args.duration, rate=args.rate)  # fmt: skip
+        produce(
+            args.bootstrap,
+            args.topic,
+            namespace_names(args.namespaces),
+            count=None,
+            duration_s=args.duration,
+            rate=args.rate,
+        )  # fmt: skip
     )
     print(json.dumps(result))
 
@@ -115,7 +133,9 @@ class Sampler:
         self.last_progress = time.monotonic()
         self.stall_dumped = False
         self.stall_at_count: float | None = None
-        self.series: list[tuple[float, float, float, float]] = []  # t, consumed, batches, table writes
+        self.series: list[
+            tuple[float, float, float, float]
+        ] = []  # t, consumed, batches, table writes
         self.polls: list[tuple[float, float]] = []  # t, polls started
 
     def sample(self) -> float:
@@ -128,14 +148,21 @@ class Sampler:
         consumed = m.get("write_notifications_total", 0)
         if not self.series or consumed <= 0 or consumed - self.series[-1][1] > 50:
             self.last_progress = t
-        elif not self.stall_dumped and t - self.last_progress > STALL_S and consumed < self.expected:
+        elif (
+            not self.stall_dumped and t - self.last_progress > STALL_S and consumed < self.expected
+        ):
             # Less than 50 notifications in STALL_S: dump the worker's stacks once.
             self.stall_dumped = True
             self.stall_at_count = consumed
             dump = dump_stacks(self.worker.pid)
             (self.out / "stall-dump.txt").write_text(dump)
         self.series.append(
-            (t, m.get("write_notifications_total", 0), m.get("write_batches_total", 0), m.get("table_writes_total", 0))
+            (
+                t,
+                m.get("write_notifications_total", 0),
+                m.get("write_batches_total", 0),
+                m.get("table_writes_total", 0),
+            )
         )
         return m.get("write_notifications_total", 0)
 
@@ -196,12 +223,16 @@ def verify_table(worker: WorkerProcess, latest: dict[str, int]) -> dict[str, int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="mode", required=True)
     for name in ("prefill", "live"):
         p = sub.add_parser(name)
         p.add_argument("--namespaces", type=int, default=1000)
-        p.add_argument("--no-poll", action="store_true", help="no poll ticks (isolates consumption)")
+        p.add_argument(
+            "--no-poll", action="store_true", help="no poll ticks (isolates consumption)"
+        )
         p.add_argument("--profile", type=float, default=0, help="py-spy the worker for S seconds")
         p.add_argument("--timeout", type=float, default=240)
         p.add_argument("--env", action="append", default=[], help="extra worker env KEY=VALUE")
@@ -224,7 +255,11 @@ def main() -> None:
     overrides = {"LAYER_TOPIC_PARTITIONS": str(PARTITIONS), **extra}
     if args.no_poll:
         overrides["LAYER_TICK_INTERVAL_MS"] = str(3_600_000)
-    settings = {k: v for k, v in vars(args).items()} | {"worker_env": overrides, "partitions": PARTITIONS, "run_dir": str(out)}
+    settings = {k: v for k, v in vars(args).items()} | {
+        "worker_env": overrides,
+        "partitions": PARTITIONS,
+        "run_dir": str(out),
+    }
     print_header(f"throughput ({args.mode})", settings)
     namespaces = namespace_names(args.namespaces)
 
@@ -241,7 +276,16 @@ def main() -> None:
             profile_proc = None
             if args.mode == "prefill":
                 asyncio.run(create_topics(broker.bootstrap, [topic], PARTITIONS))
-                result = asyncio.run(produce(broker.bootstrap, topic, namespaces, count=args.count, duration_s=None, rate=0))
+                result = asyncio.run(
+                    produce(
+                        broker.bootstrap,
+                        topic,
+                        namespaces,
+                        count=args.count,
+                        duration_s=None,
+                        rate=0,
+                    )
+                )
                 latest = result.pop("latest")
                 expected = int(result["sent"])  # type: ignore[arg-type]
                 sampler.expected = expected
@@ -276,10 +320,16 @@ def main() -> None:
                     "ready_s_after_spawn": round(ready_s, 2) if ready_s else None,
                     "first_consumed_s_after_spawn": round(first_s, 2) if first_s else None,
                     "all_consumed_s_after_spawn": round(done_s, 2) if done_s else None,
-                    "rate_first_to_all_per_s": round(expected / (done_s - first_s), 1) if done_s and first_s else None,
+                    "rate_first_to_all_per_s": round(expected / (done_s - first_s), 1)
+                    if done_s and first_s
+                    else None,
                     "rate_10_to_90_pct": sampler.rate_between(0.1 * expected, 0.9 * expected),
                     "rate_5s_windows": sampler.window_rates(),
-                    "worker_cpu_util_while_consuming": round((cpu1[1] - cpu0[1]) / (cpu1[0] - cpu0[0]), 2) if cpu0 else None,
+                    "worker_cpu_util_while_consuming": round(
+                        (cpu1[1] - cpu0[1]) / (cpu1[0] - cpu0[0]), 2
+                    )
+                    if cpu0
+                    else None,
                 }
             else:
                 worker.start()
@@ -318,25 +368,36 @@ def main() -> None:
                     "consumed": consumed_final,
                     "consumed_during_producer_window": at_producer_end,
                     "consume_rate_during_window_per_s": round(
-                        (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0]), 1) if len(window) > 1 else None,
+                        (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0]), 1
+                    )
+                    if len(window) > 1
+                    else None,
                     "backlog_at_producer_end": expected - at_producer_end,
                     "drain_s_after_producer_end": round(done - t_prod_end, 2) if done else None,
-                    "end_to_end_rate_per_s": round(expected / (done - t_start), 1) if done else None,
+                    "end_to_end_rate_per_s": round(expected / (done - t_start), 1)
+                    if done
+                    else None,
                     "rate_5s_windows": sampler.window_rates(),
-                    "worker_cpu_util_while_producing": round((cpu1[1] - cpu0[1]) / (cpu1[0] - cpu0[0]), 2),
+                    "worker_cpu_util_while_producing": round(
+                        (cpu1[1] - cpu0[1]) / (cpu1[0] - cpu0[0]), 2
+                    ),
                 }
             m = worker.metrics()
             figures["worker_metrics"] = {k: v for k, v in m.items() if v}
             figures["lost"] = expected - consumed_final
             if sampler.stall_dumped:
                 figures["stalled_at_consumed"] = sampler.stall_at_count
-                print(f"STALL: < 50 notifications consumed in {STALL_S:.0f} s at {sampler.stall_at_count:.0f}; py-spy dump in {out / 'stall-dump.txt'}")
+                print(
+                    f"STALL: < 50 notifications consumed in {STALL_S:.0f} s at {sampler.stall_at_count:.0f}; py-spy dump in {out / 'stall-dump.txt'}"
+                )
             figures["polls_started_per_5s_window"] = poll_windows(sampler.polls)
             figures["table_check"] = verify_table(worker, latest)
             print("figures: " + json.dumps(figures))
             if profile_proc is not None:
                 profile_proc.wait(timeout=args.profile + 30)
-                print(f"profile of the worker ({args.profile:.0f} s, py-spy raw in {out / 'profile.txt'}):")
+                print(
+                    f"profile of the worker ({args.profile:.0f} s, py-spy raw in {out / 'profile.txt'}):"
+                )
                 print(summarize_profile(out / "profile.txt"))
         finally:
             if worker is not None:

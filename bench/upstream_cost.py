@@ -31,7 +31,6 @@ Target (the issue): ≥ 50× fewer upstream calls than the naive poller, lag of 
 from __future__ import annotations
 
 
-
 import argparse
 import asyncio
 import json
@@ -74,6 +73,7 @@ class NaivePoller:
         headers = {"Authorization": f"Bearer {API_KEY}"}
         connector = aiohttp.TCPConnector(limit=32)
         async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+
             async def one(ns: str, phase: float) -> None:
                 next_at = time.monotonic() + phase
                 while True:
@@ -94,7 +94,9 @@ class NaivePoller:
                         next_at = time.monotonic()
 
             n = len(self.sample)
-            await asyncio.gather(*(one(ns, i * self.interval_s / n) for i, ns in enumerate(self.sample)))
+            await asyncio.gather(
+                *(one(ns, i * self.interval_s / n) for i, ns in enumerate(self.sample))
+            )
 
 
 async def register(worker_url: str, namespaces: list[str], spread_s: float) -> dict[str, Any]:
@@ -105,6 +107,7 @@ async def register(worker_url: str, namespaces: list[str], spread_s: float) -> d
     step = spread_s / len(namespaces)
     sem = asyncio.Semaphore(16)
     async with httpx.AsyncClient(base_url=worker_url, headers=headers, timeout=30) as client:
+
         async def one(i: int, ns: str) -> None:
             nonlocal failures
             await asyncio.sleep(max(0.0, started + i * step - time.monotonic()))
@@ -114,7 +117,11 @@ async def register(worker_url: str, namespaces: list[str], spread_s: float) -> d
                     failures += 1
 
         await asyncio.gather(*(one(i, ns) for i, ns in enumerate(namespaces)))
-    return {"reads": len(namespaces), "failures": failures, "took_s": round(time.monotonic() - started, 1)}
+    return {
+        "reads": len(namespaces),
+        "failures": failures,
+        "took_s": round(time.monotonic() - started, 1),
+    }
 
 
 async def run(args: argparse.Namespace, broker: EmbeddedBroker, emulator: EmulatorProcess,
@@ -135,7 +142,9 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, emulator: Emulat
     cpu0 = worker.cpu_seconds()
     t_w0 = time.monotonic()
     until = t_w0 + args.window_s
-    naive = NaivePoller(emulator.url, random.sample(namespaces, args.naive_sample), args.fast_ms / 1000)
+    naive = NaivePoller(
+        emulator.url, random.sample(namespaces, args.naive_sample), args.fast_ms / 1000
+    )
     naive_task = asyncio.create_task(naive.run(until))
 
     writes_per_window = round(len(namespaces) * args.write_fraction_per_min * args.window_s / 60)
@@ -146,9 +155,15 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, emulator: Emulat
 
     async def write_one(ns: str) -> None:
         await emu.post(f"/_emulator/indexing/{ns}/pause")
-        (await emu.post(f"/v2/namespaces/{ns}", json={"upsert_rows": [{"id": 2}]})).raise_for_status()
+        (
+            await emu.post(f"/v2/namespaces/{ns}", json={"upsert_rows": [{"id": 2}]})
+        ).raise_for_status()
         t0 = time.monotonic()
-        await (await producer.send(f"{prefix}.writes", key=ns.encode(), value=notification(ns, int(time.time() * 1000))))
+        await (
+            await producer.send(
+                f"{prefix}.writes", key=ns.encode(), value=notification(ns, int(time.time() * 1000))
+            )
+        )
         t1 = await watcher.first_after(ns, "became_unstable", t0, timeout_s=20)
         if t1 is None:
             missed.append(f"{ns}: no became_unstable")
@@ -208,9 +223,14 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, emulator: Emulat
         "naive_calls_per_min_for_sample": round(naive_per_min_measured),
         "naive_calls_per_min_all_ns_extrapolated": round(naive_per_min_all),
         "naive_calls_per_min_all_ns_analytic": round(naive_per_min_analytic),
-        "ratio_naive_over_layer_extrapolated": round(naive_per_min_all / layer_per_min, 1) if layer_calls else None,
-        "ratio_naive_over_layer_analytic": round(naive_per_min_analytic / layer_per_min, 1) if layer_calls else None,
-        "ideal_layer_calls_per_min": "N/slow = %d + writes x polls-per-write" % (len(namespaces) * 60_000 / args.slow_ms),
+        "ratio_naive_over_layer_extrapolated": round(naive_per_min_all / layer_per_min, 1)
+        if layer_calls
+        else None,
+        "ratio_naive_over_layer_analytic": round(naive_per_min_analytic / layer_per_min, 1)
+        if layer_calls
+        else None,
+        "ideal_layer_calls_per_min": "N/slow = %d + writes x polls-per-write"
+        % (len(namespaces) * 60_000 / args.slow_ms),
         "lag_notification_to_unstable_event_ms": percentiles(unstable),
         "lag_drained_to_stable_event_ms": percentiles(stable),
         "lag_missed": missed,
@@ -221,7 +241,9 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, emulator: Emulat
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--namespaces", type=int, default=10_000)
     parser.add_argument("--write-fraction-per-min", type=float, default=0.01)
     parser.add_argument("--register-s", type=float, default=60)
@@ -251,10 +273,15 @@ def main() -> None:
         try:
             t = time.monotonic()
             asyncio.run(emulator.create_namespaces(namespaces))
-            print(f"created {len(namespaces)} namespaces in the emulator in {time.monotonic() - t:.1f} s", flush=True)
+            print(
+                f"created {len(namespaces)} namespaces in the emulator in {time.monotonic() - t:.1f} s",
+                flush=True,
+            )
             env = base_env(broker, emulator, **overrides)
             worker = WorkerProcess(env, out / "w1", out / "worker.log").start()
-            results = asyncio.run(run(args, broker, emulator, worker, env["LAYER_TOPIC_PREFIX"], namespaces))
+            results = asyncio.run(
+                run(args, broker, emulator, worker, env["LAYER_TOPIC_PREFIX"], namespaces)
+            )
             print("figures: " + json.dumps(results))
         finally:
             if worker is not None:
