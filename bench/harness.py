@@ -362,9 +362,18 @@ def notification(namespace: str, written_at_ms: int) -> bytes:
 
 
 def profile_worker(
-    pid: int, seconds: float, out: Path, rate: int = 100
+    pid: int,
+    seconds: float,
+    out: Path,
+    rate: int = 100,
+    *,
+    nonblocking: bool = True,
+    threads: bool = True,
 ) -> subprocess.Popen[bytes] | None:
-    """Start `py-spy record` on `pid` for `seconds` (raw collapsed stacks into `out`)."""
+    """Start `py-spy record` on `pid` for `seconds` (raw collapsed stacks into `out`).
+
+    `nonblocking=False` pauses the process at each sample: slower, but whole stacks.
+    """
     if not Path(PY_SPY).exists():
         print(f"profile: {PY_SPY} not found, no profile")
         return None
@@ -382,8 +391,8 @@ def profile_worker(
             "raw",
             "-o",
             str(out),
-            "--nonblocking",
-            "--threads",
+            *(["--nonblocking"] if nonblocking else []),
+            *(["--threads"] if threads else []),
         ],  # fmt: skip
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

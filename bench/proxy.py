@@ -77,6 +77,7 @@ from harness import (  # noqa: E402
     print_header,
     proc_cpu_s,
     process_cpu_snapshot,
+    profile_worker,
     run_dir,
     short_frame,
 )
@@ -719,36 +720,9 @@ def summarize(path: Path, top: int = 22) -> str:
     return "\n".join(lines)
 
 
-def start_profile(pid: int, seconds: float, path: Path, rate: int = 200) -> Any:
-    """`py-spy record` (blocking mode: whole stacks) on `pid` for `seconds`, raw output."""
-    import subprocess
-
-    if not Path(PY_SPY).exists():
-        out(f"profile: {PY_SPY} not found, no profile")
-        return None
-    return subprocess.Popen(
-        [
-            PY_SPY,
-            "record",
-            "-p",
-            str(pid),
-            "-d",
-            str(int(seconds)),
-            "-r",
-            str(rate),
-            "--format",
-            "raw",
-            "-o",
-            str(path),
-        ],  # fmt: skip
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 async def profile_during(name: str, pid: int, seconds: float, directory: Path, load: Any) -> None:
     path = directory / f"{name}.txt"
-    recorder = start_profile(pid, seconds, path)
+    recorder = profile_worker(pid, seconds, path, rate=200, nonblocking=False, threads=False)
     if recorder is None:
         return
     await asyncio.sleep(0.5)  # let py-spy attach
@@ -1025,7 +999,10 @@ async def main_async(args: argparse.Namespace) -> None:
             summary["big"] = {"body": len(body), "direct": rd, "layer1": r1}
             if not args.no_profile:
                 path = work / "big-write.txt"
-                recorder = start_profile(worker.pid, max(8, int(r1["wall_s"] + 4)), path, rate=100)
+                recorder = profile_worker(
+                    worker.pid, max(8, int(r1["wall_s"] + 4)), path, rate=100,
+                    nonblocking=False, threads=False,
+                )  # fmt: skip
                 await asyncio.sleep(0.5)
                 r2 = await big_write(
                     layer_big,
