@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from faust.types import EventT
+from faust.types import Message
 from pydantic import ValidationError
 
 from layer.app import topics
@@ -24,9 +24,8 @@ def _reason(exc: ValidationError) -> str:
     return f"{where}: {first['msg']} ({exc.error_count()} error(s))"
 
 
-async def dead_letter(event: EventT, exc: ValidationError) -> None:
-    """Send `event` to the dead-letter topic with the validation error as the reason."""
-    message = event.message
+async def dead_letter(message: Message, exc: ValidationError) -> None:
+    """Send `message` to the dead-letter topic with the validation error as the reason."""
     value, encoding = DeadLetter.text_or_base64(message.value)
     key, _ = DeadLetter.text_or_base64(message.key)
     letter = DeadLetter(

@@ -173,7 +173,7 @@ async def handle_tick_event(event: EventT) -> None:
     try:
         message = parse_tick_message(event.message.value)
     except ValidationError as exc:
-        await dead_letter(event, exc)
+        await dead_letter(event.message, exc)
         return
     partition = event.message.partition
     if isinstance(message, CacheActivity):

@@ -15,6 +15,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from layer.batch_consumer import BatchingConsumer
 from layer.clients import bootstrap_servers
 from layer.embedded_broker import true_high_watermarks
 from layer.settings import BrokerProfile, Settings, load_settings
@@ -45,8 +46,8 @@ class _EmbeddedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: i
         return await true_high_watermarks(bootstrap_servers(settings.kafka_broker), reported)
 
 
-class _EmbeddedBrokerConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
-    """Faust's aiokafka consumer with a fetch wait the embedded broker can live with."""
+class _EmbeddedBrokerConsumer(BatchingConsumer):
+    """Layer's consumer with a fetch wait the embedded broker can live with."""
 
     def _new_consumer_thread(self) -> _EmbeddedConsumerThread:
         return _EmbeddedConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -114,5 +115,8 @@ class Topics:
 settings: Settings = load_settings()
 app = faust.App(settings.app_id, **faust_settings(settings))
 topics = Topics(app, settings)
-if settings.broker_profile is BrokerProfile.EMBEDDED:
-    app.transport.Consumer = _EmbeddedBrokerConsumer
+app.transport.Consumer = (
+    _EmbeddedBrokerConsumer
+    if settings.broker_profile is BrokerProfile.EMBEDDED
+    else BatchingConsumer
+)

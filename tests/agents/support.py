@@ -8,7 +8,9 @@ from collections.abc import Callable
 from typing import Any, Literal
 from unittest.mock import AsyncMock
 
-from layer.app import settings
+from faust.types import Message
+
+from layer.app import settings, topics
 from layer.events import partition_for
 from tables.freshness import IndexObservation
 
@@ -25,7 +27,7 @@ async def eventually(predicate: Callable[[], Any], what: str) -> Any:
     """Yield to the agent until `predicate()` is truthy; fail naming `what` on timeout.
 
     `test_context().put()` returns once the event entered the stream, before the agent body
-    has handled it (and `take_events` waits up to 10 ms to fill a batch), so tests wait for
+    has handled it (the ticks agent handles it in its own task), so tests wait for
     the effect itself, inside the `test_context` block.
     """
     loop = asyncio.get_running_loop()
@@ -54,6 +56,28 @@ def namespace_in_partition(partition: int, prefix: str = "ns") -> str:
 def write(namespace: str, written_at_ms: int) -> bytes:
     """A `writes` message value."""
     return json.dumps({"namespace": namespace, "written_at_ms": written_at_ms}).encode()
+
+
+def writes_message(
+    value: bytes,
+    key: bytes | None = None,
+    *,
+    timestamp: float = EARLY_RECORD_TS,
+    partition: int = 0,
+    offset: int = 0,
+) -> Message:
+    """A consumed `writes` message, as the consumer hands it to the writes handler."""
+    return Message(
+        topic=topics.writes.get_topic_name(),
+        partition=partition,
+        offset=offset,
+        timestamp=timestamp,
+        timestamp_type=0,
+        headers=None,
+        key=key,
+        value=value,
+        checksum=None,
+    )
 
 
 def registration(namespace: str, observed_at_ms: int = 1_000, observation: Any = None) -> bytes:

@@ -27,7 +27,6 @@ from tables.faust_tables import freshness_table, snapshots_table
 from tables.freshness import Freshness, IndexStatus, new_freshness
 
 from .support import (
-    EARLY_RECORD_TS,
     eventually,
     metadata_answer,
     namespace_in_partition,
@@ -35,6 +34,7 @@ from .support import (
     sent_values,
     tick,
     write,
+    writes_message,
 )
 
 pytestmark = pytest.mark.usefixtures("app")
@@ -259,10 +259,7 @@ async def test_a_namespace_made_due_during_its_poll_is_polled_again_after_a_stal
         return metadata_answer("up-to-date")
 
     upstream_metadata.side_effect = slow_metadata
-    async with (
-        poll_due_namespaces.test_context() as ticks,
-        apply_write_notifications.test_context() as writes,
-    ):
+    async with poll_due_namespaces.test_context() as ticks:
         # Poll A starts (at s1) and waits for upstream.
         await ticks.put(value=tick(PARTITION), partition=PARTITION)
         await eventually(lambda: upstream_metadata.await_count, "poll A to start")
@@ -272,10 +269,10 @@ async def test_a_namespace_made_due_during_its_poll_is_polled_again_after_a_stal
         await ticks.put(value=registration(NS, s2, observed), key=NS.encode(), partition=PARTITION)
         await eventually(lambda: freshness_table[NS].last_observed_ms == s2, "the observation")
         # ...then a write makes the namespace updating and due at once.
-        await writes.put(
-            value=write(NS, s2 + 5), key=NS.encode(), partition=PARTITION, timestamp=EARLY_RECORD_TS
+        await apply_write_notifications(
+            [writes_message(write(NS, s2 + 5), NS.encode(), partition=PARTITION)]
         )
-        await eventually(lambda: freshness_table[NS].next_poll_ms == 0, "the write")
+        assert freshness_table[NS].next_poll_ms == 0, "the write made it due"
         # A tick pops the namespace while poll A is in flight: skipped, entry consumed.
         await ticks.put(value=tick(PARTITION), partition=PARTITION)
         await ticks.put(value=registration("sentinel-1"), key=b"sentinel-1")

@@ -1,4 +1,8 @@
-"""The writes agent (`agents.writes.apply_write_notifications`) on faust's test channel."""
+"""The writes handler (`agents.writes.apply_write_notifications`) on consumed messages.
+
+The consumer hands the handler a whole fetch (layer.batch_consumer), so a test builds the
+messages of one fetch and awaits the handler: when it returns, the batch is applied.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,11 @@ import pytest
 
 from agents.writes import apply_write_notifications
 from layer.app import topics
+from layer.metrics import counters
 from tables.faust_tables import freshness_table
 from tables.freshness import Freshness, IndexStatus
 
-from .support import EARLY_RECORD_TS, eventually, sent_values, write
+from .support import sent_values, write, writes_message
 
 pytestmark = pytest.mark.usefixtures("app")
 
@@ -31,57 +36,56 @@ def stable_products() -> Freshness:
 
 
 async def test_a_write_notification_makes_a_new_namespace_updating_and_due() -> None:
-    async with apply_write_notifications.test_context() as agent:
-        await agent.put(value=b'{"namespace":"products","written_at_ms":1000}', key=b"products")
-        state = await eventually(lambda: freshness_table.get("products"), "the products row")
+    await apply_write_notifications(
+        [writes_message(b'{"namespace":"products","written_at_ms":1000}', b"products")]
+    )
 
+    state = freshness_table["products"]
     assert state.status == IndexStatus.UPDATING
-    assert state.last_write_ms is not None and state.last_write_ms >= 1_000
+    assert state.last_write_ms == 1_000
     assert state.stable_as_of is None, "a write alone never vouches for the index"
     assert state.next_poll_ms == 0, "a written namespace is due at once"
 
 
-async def test_the_producers_written_at_is_the_write_time_when_the_record_is_older() -> None:
-    async with apply_write_notifications.test_context() as agent:
-        await agent.put(value=write("products", 1_000), key=b"products", timestamp=EARLY_RECORD_TS)
-        state = await eventually(lambda: freshness_table.get("products"), "the products row")
-
-    assert state.last_write_ms == 1_000
-
-
 async def test_a_record_timestamp_later_than_written_at_is_the_write_time() -> None:
-    async with apply_write_notifications.test_context() as agent:
-        await agent.put(value=write("products", 1_000), key=b"products", timestamp=2.5)
-        state = await eventually(lambda: freshness_table.get("products"), "the products row")
+    await apply_write_notifications(
+        [writes_message(write("products", 1_000), b"products", timestamp=2.5)]
+    )
 
-    assert state.last_write_ms == 2_500, "the later of written_at_ms and the Kafka timestamp"
+    assert freshness_table["products"].last_write_ms == 2_500, (
+        "the later of written_at_ms and the Kafka timestamp"
+    )
 
 
-async def test_several_writes_to_one_namespace_leave_the_latest_write_time() -> None:
-    async with apply_write_notifications.test_context() as agent:
-        for written_at in (1_000, 3_000, 2_000):
-            await agent.put(
-                value=write("products", written_at),
-                key=b"products",
-                timestamp=EARLY_RECORD_TS,
-                wait=False,
-            )
-        state = await eventually(
-            lambda: (s := freshness_table.get("products")) and s.last_write_ms == 3_000 and s,
-            "last_write_ms 3000",
-        )
-        await agent.put(value=write("sentinel", 1_000), key=b"sentinel", timestamp=EARLY_RECORD_TS)
-        await eventually(lambda: freshness_table.get("sentinel"), "the sentinel row")
+async def test_several_writes_to_one_namespace_in_a_batch_are_one_table_write() -> None:
+    writes_before = counters["table_writes_total"]
+    await apply_write_notifications(
+        [
+            writes_message(write("products", written_at), b"products", offset=offset)
+            for offset, written_at in enumerate((1_000, 3_000, 2_000))
+        ]
+    )
 
-    assert freshness_table["products"].last_write_ms == 3_000, "an older write never lowers it"
+    state = freshness_table["products"]
+    assert state.last_write_ms == 3_000, "the latest write time, whatever the order"
     assert state.status == IndexStatus.UPDATING
+    assert counters["table_writes_total"] - writes_before == 1
+
+
+async def test_an_older_write_in_a_later_batch_never_lowers_the_write_time() -> None:
+    await apply_write_notifications([writes_message(write("products", 3_000), b"products")])
+    await apply_write_notifications([writes_message(write("products", 2_000), b"products")])
+
+    assert freshness_table["products"].last_write_ms == 3_000
 
 
 async def test_writes_to_different_namespaces_update_each_row(stability_send: AsyncMock) -> None:
-    async with apply_write_notifications.test_context() as agent:
-        await agent.put(value=write("a", 1_000), key=b"a", timestamp=EARLY_RECORD_TS, wait=False)
-        await agent.put(value=write("b", 2_000), key=b"b", timestamp=EARLY_RECORD_TS, wait=False)
-        await eventually(lambda: "a" in freshness_table and "b" in freshness_table, "rows a and b")
+    await apply_write_notifications(
+        [
+            writes_message(write("a", 1_000), b"a", offset=0),
+            writes_message(write("b", 2_000), b"b", offset=1),
+        ]
+    )
 
     assert freshness_table["a"].last_write_ms == 1_000
     assert freshness_table["b"].last_write_ms == 2_000
@@ -93,13 +97,9 @@ async def test_a_write_on_a_stable_namespace_publishes_one_became_unstable(
 ) -> None:
     freshness_table.data["products"] = stable_products()
 
-    async with apply_write_notifications.test_context() as agent:
-        await agent.put(value=write("products", 10_000), key=b"products", timestamp=EARLY_RECORD_TS)
-        await eventually(lambda: stability_send.await_count, "a stability event")
-        # A redelivery of the same write changes nothing and publishes nothing.
-        await agent.put(value=write("products", 10_000), key=b"products", timestamp=EARLY_RECORD_TS)
-        await agent.put(value=write("sentinel", 1_000), key=b"sentinel", timestamp=EARLY_RECORD_TS)
-        await eventually(lambda: freshness_table.get("sentinel"), "the sentinel row")
+    await apply_write_notifications([writes_message(write("products", 10_000), b"products")])
+    # A redelivery of the same write (at-least-once) changes nothing and publishes nothing.
+    await apply_write_notifications([writes_message(write("products", 10_000), b"products")])
 
     state = freshness_table["products"]
     assert (state.status, state.last_write_ms, state.next_poll_ms) == ("updating", 10_000, 0)
@@ -118,12 +118,9 @@ async def test_a_write_covered_by_the_watermark_keeps_the_namespace_stable(
 ) -> None:
     freshness_table.data["products"] = stable_products()
 
-    async with apply_write_notifications.test_context() as agent:
-        await agent.put(value=write("products", 4_500), key=b"products", timestamp=EARLY_RECORD_TS)
-        await eventually(
-            lambda: freshness_table["products"].last_write_ms == 4_500, "last_write_ms 4500"
-        )
+    await apply_write_notifications([writes_message(write("products", 4_500), b"products")])
 
+    assert freshness_table["products"].last_write_ms == 4_500
     assert freshness_table["products"].status == IndexStatus.STABLE
     stability_send.assert_not_awaited()
 
@@ -141,21 +138,26 @@ async def test_a_write_covered_by_the_watermark_keeps_the_namespace_stable(
         ),
     ],
 )
-async def test_an_invalid_write_notification_is_dead_lettered_and_the_agent_keeps_going(
+async def test_an_invalid_write_notification_is_dead_lettered_and_the_next_is_applied(
     dead_letter_send: AsyncMock, value: bytes, reason_mentions: str
 ) -> None:
-    async with apply_write_notifications.test_context() as agent:
-        await agent.put(value=value, key=b"products")
-        await eventually(lambda: dead_letter_send.await_count, "a dead letter")
-        await agent.put(value=write("products", 1_000), key=b"products", timestamp=EARLY_RECORD_TS)
-        state = await eventually(lambda: freshness_table.get("products"), "the products row")
+    await apply_write_notifications(
+        [
+            writes_message(value, b"products", partition=3, offset=41),
+            writes_message(write("products", 1_000), b"products", partition=3, offset=42),
+        ]
+    )
 
-    assert state.last_write_ms == 1_000, "the valid notification after it was applied"
+    assert freshness_table["products"].last_write_ms == 1_000, "the valid one after it applied"
     dead_letter_send.assert_awaited_once()
     assert dead_letter_send.await_args.kwargs["key"] == b"products"
     [letter] = sent_values(dead_letter_send)
     assert reason_mentions in letter["reason"]
-    assert letter["topic"] == topics.writes.get_topic_name()
+    assert (letter["topic"], letter["partition"], letter["offset"]) == (
+        topics.writes.get_topic_name(),
+        3,
+        41,
+    )
     assert (letter["key"], letter["value"], letter["value_encoding"]) == (
         "products",
         value.decode(),
@@ -164,9 +166,7 @@ async def test_an_invalid_write_notification_is_dead_lettered_and_the_agent_keep
 
 
 async def test_a_dead_letter_keeps_a_non_utf8_value_as_base64(dead_letter_send: AsyncMock) -> None:
-    async with apply_write_notifications.test_context() as agent:
-        await agent.put(value=b"\xff\xfe", key=b"products")
-        await eventually(lambda: dead_letter_send.await_count, "a dead letter")
+    await apply_write_notifications([writes_message(b"\xff\xfe", b"products")])
 
     [letter] = sent_values(dead_letter_send)
     assert (letter["value"], letter["value_encoding"]) == ("//4=", "base64")
@@ -175,12 +175,19 @@ async def test_a_dead_letter_keeps_a_non_utf8_value_as_base64(dead_letter_send: 
 async def test_an_invalid_notification_in_a_batch_does_not_drop_the_valid_ones(
     dead_letter_send: AsyncMock,
 ) -> None:
-    async with apply_write_notifications.test_context() as agent:
-        await agent.put(value=write("a", 1_000), key=b"a", timestamp=EARLY_RECORD_TS, wait=False)
-        await agent.put(value=b"{not json", key=b"x", wait=False)
-        await agent.put(value=write("b", 2_000), key=b"b", timestamp=EARLY_RECORD_TS, wait=False)
-        await eventually(lambda: "a" in freshness_table and "b" in freshness_table, "rows a and b")
-        await eventually(lambda: dead_letter_send.await_count, "a dead letter")
+    notified_before = counters["write_notifications_total"]
+    await apply_write_notifications(
+        [
+            writes_message(write("a", 1_000), b"a", offset=0),
+            writes_message(b"{not json", b"x", offset=1),
+            writes_message(write("b", 2_000), b"b", offset=2),
+        ]
+    )
 
+    assert (freshness_table["a"].last_write_ms, freshness_table["b"].last_write_ms) == (
+        1_000,
+        2_000,
+    )
     assert "x" not in freshness_table
     dead_letter_send.assert_awaited_once()
+    assert counters["write_notifications_total"] - notified_before == 2, "valid ones counted"

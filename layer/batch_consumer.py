@@ -1,0 +1,96 @@
+"""Whole-fetch delivery for a topic whose handler takes a batch (the writes).
+
+Faust hands every message to its stream through `Service.wait_first`, which starts four
+tasks per message: on this machine that caps a worker at ~5,700 messages/s before any work
+is done (NOTES-kafka.md §5), below the 10,000 notifications/s one worker must apply. A
+handler registered here is instead given all of its topic's messages from one fetch in one
+call, so the per-message cost is the handler's own (decode, coalesce) and the rest is paid
+once per namespace or once per fetch.
+
+Everything else stays Faust's: the messages come from Faust's consumer, in its group, with
+its assignment (the topic is subscribed like an agent's, so its partitions stay
+co-partitioned with the tables) and its flow control. A batch is tracked before the
+handler runs and acked after it returns, and Faust commits an offset only after flushing
+the producer (the changelog writes), so a committed offset only ever covers applied
+messages: at-least-once, as for the agents. A fetch that arrives while flow is stopped
+(a rebalance) is dropped unacked, exactly as Faust drops the rest of such a fetch; the
+partition's next owner reads it again from the committed offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, Message
+
+__all__ = [
+    "MAX_BATCH_MESSAGES",
+    "BatchHandler",
+    "BatchingConsumer",
+    "batch_handlers",
+    "subscribe_batch_topic",
+]
+
+BatchHandler = Callable[[list[Message]], Awaitable[None]]
+
+#: A fetch from a backlog can hold ~100,000 messages; handing them over in slices of this
+#: size keeps the event loop answering HTTP requests and polls (~50 ms per slice at the
+#: rates in BENCHMARKS.md) while still coalescing many notifications per namespace.
+MAX_BATCH_MESSAGES = 5000
+
+#: Topic name → the handler its messages are delivered to, a fetch at a time.
+batch_handlers: dict[str, BatchHandler] = {}
+
+
+def subscribe_batch_topic(app: faust.App, topic: faust.TopicT, handler: BatchHandler) -> None:
+    """Deliver `topic`'s messages to `handler` in batches (one call per fetch).
+
+    The topic is added to the app's subscriptions as an agent's would be; its messages never
+    reach a stream.
+    """
+    for name in topic.topics:
+        batch_handlers[name] = handler
+    app.topics.add(topic)
+
+
+class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+    """Faust's aiokafka consumer, diverting the messages of batch topics to their handler."""
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        generation = self.app.consumer_generation_id
+        batches: dict[str, list[Message]] = {}
+        async for tp, message in super().getmany(timeout):
+            if tp.topic in batch_handlers:
+                batches.setdefault(tp.topic, []).append(message)
+            else:
+                yield tp, message
+        for topic, messages in batches.items():
+            if not self.flow_active or self.app.consumer_generation_id != generation:
+                return  # rebalancing: unacked, so read again by the partition's next owner
+            await self._deliver(batch_handlers[topic], messages)
+
+    async def _deliver(self, handler: BatchHandler, messages: list[Message]) -> None:
+        """Faust's per-message bookkeeping (read offsets, gaps, tracking), then one call."""
+        read_offset = self._read_offset
+        fresh: list[Message] = []
+        for message in messages:
+            tp, offset = message.tp, message.offset
+            last_read = read_offset[tp]
+            if last_read is not None and offset < last_read:
+                continue  # read before a seek back, and applied then
+            if last_read and offset - last_read > 1:
+                await self._add_gap(tp, last_read + 1, offset)
+            read_offset[tp] = offset
+            self.track_message(message)
+            fresh.append(message)
+        message_out = self.app.sensors.on_message_out
+        for start in range(0, len(fresh), MAX_BATCH_MESSAGES):
+            batch = fresh[start : start + MAX_BATCH_MESSAGES]
+            await handler(batch)
+            for message in batch:
+                self.ack(message)
+                message_out(message.tp, message.offset, message)
+            await asyncio.sleep(0)  # let HTTP requests and polls in between batches
