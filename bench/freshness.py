@@ -99,6 +99,8 @@ class StabilityWatcher:
             fetch_max_wait_ms=10,
         )
         self.arrivals: dict[tuple[str, str], list[float]] = {}
+        #: (namespace, change) → [(arrival wall-clock ms, the event)], for the breakdown of C.
+        self.events: dict[tuple[str, str], list[tuple[float, dict[str, Any]]]] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -109,11 +111,13 @@ class StabilityWatcher:
     async def _run(self) -> None:
         while True:
             batch = await self.consumer.getmany(timeout_ms=50)
-            now = time.monotonic()
+            now, wall_ms = time.monotonic(), time.time() * 1000
             for records in batch.values():
                 for record in records:
                     event = json.loads(record.value)
-                    self.arrivals.setdefault((event["namespace"], event["change"]), []).append(now)
+                    key = (event["namespace"], event["change"])
+                    self.arrivals.setdefault(key, []).append(now)
+                    self.events.setdefault(key, []).append((wall_ms, event))
 
     async def first_after(
         self, ns: str, change: str, after: float, timeout_s: float = 10
@@ -196,6 +200,11 @@ async def run(
     # C: watcher alone, no HTTP reads; detection via the stability topic.
     unstable_c: list[float] = []
     stable_c: list[float] = []
+    breakdown_c: dict[str, list[float]] = {
+        "force_to_poll_start": [],
+        "poll_start_to_applied": [],
+        "applied_to_event_received": [],
+    }
 
     async def sample_c(ns: str) -> None:
         await emu.post(f"/_emulator/indexing/{ns}/pause")
@@ -210,10 +219,17 @@ async def run(
         unstable_c.append((t1 - t0) * 1000)
         await asyncio.sleep(random.uniform(0, args.fast_ms / 1000))
         (await emu.post(f"/_emulator/indexing/{ns}/force")).raise_for_status()
-        t2 = time.monotonic()
+        t2, forced_wall_ms = time.monotonic(), time.time() * 1000
         t3 = await watcher.first_after(ns, "became_stable", t2)
         if t3 is not None:
             stable_c.append((t3 - t2) * 1000)
+            arrived_ms, event = watcher.events[(ns, "became_stable")][-1]
+            # The event says when the deciding poll started (stable_as_of + margin) and when
+            # the worker applied it (observed_at_ms): the lag in three parts.
+            poll_started_ms = event["stable_as_of"] + args.safety_margin_ms
+            breakdown_c["force_to_poll_start"].append(poll_started_ms - forced_wall_ms)
+            breakdown_c["poll_start_to_applied"].append(event["observed_at_ms"] - poll_started_ms)
+            breakdown_c["applied_to_event_received"].append(arrived_ms - event["observed_at_ms"])
 
     tasks = []
     for ns in groups["c"]:
@@ -222,6 +238,9 @@ async def run(
     await asyncio.gather(*tasks)
     results["C_notification_to_unstable_event_ms"] = percentiles(unstable_c)
     results["C_drained_to_stable_event_ms"] = percentiles(stable_c)
+    results["C_drained_to_stable_breakdown_ms"] = {
+        part: percentiles(values) for part, values in breakdown_c.items()
+    }
     results["targets"] = {
         "A_p99_le_ms": 250,
         "B_C_stable_p99_le_ms": args.fast_ms + 250,
@@ -246,6 +265,9 @@ def main() -> None:
     )
     parser.add_argument("--fast-ms", type=int, default=1000, help="LAYER_FAST_POLL_INTERVAL_MS")
     parser.add_argument("--tick-ms", type=int, default=100, help="LAYER_TICK_INTERVAL_MS")
+    parser.add_argument(
+        "--safety-margin-ms", type=int, default=1000, help="LAYER_SAFETY_MARGIN_MS"
+    )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     random.seed(args.seed)
@@ -254,6 +276,7 @@ def main() -> None:
         "LAYER_TOPIC_PARTITIONS": str(PARTITIONS),
         "LAYER_FAST_POLL_INTERVAL_MS": str(args.fast_ms),
         "LAYER_TICK_INTERVAL_MS": str(args.tick_ms),
+        "LAYER_SAFETY_MARGIN_MS": str(args.safety_margin_ms),
     }
     print_header(
         "freshness lag",
@@ -261,7 +284,7 @@ def main() -> None:
         | {
             "worker_env": overrides,
             "run_dir": str(out),
-            "other_settings": "defaults (slow 60 s, safety margin 1 s, max rps 200)",
+            "other_settings": "defaults (slow 60 s, max rps 200)",
         },
     )
     with EmbeddedBroker(log_path=out / "broker.log") as broker:

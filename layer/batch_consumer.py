@@ -19,7 +19,6 @@ partition's next owner reads it again from the committed offset.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import faust
@@ -37,8 +36,8 @@ __all__ = [
 BatchHandler = Callable[[list[Message]], Awaitable[None]]
 
 #: A fetch from a backlog can hold ~100,000 messages; handing them over in slices of this
-#: size keeps the event loop answering HTTP requests and polls (~50 ms per slice at the
-#: rates in BENCHMARKS.md) while still coalescing many notifications per namespace.
+#: size keeps the event loop answering HTTP requests and polls in between (a slice is
+#: ~0.1–0.3 s of work, BENCHMARKS.md) while still coalescing many notifications per namespace.
 MAX_BATCH_MESSAGES = 5000
 
 #: Topic name → the handler its messages are delivered to, a fetch at a time.
@@ -87,10 +86,15 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             self.track_message(message)
             fresh.append(message)
         message_out = self.app.sensors.on_message_out
+        producer_buffer = self.app.producer.buffer
         for start in range(0, len(fresh), MAX_BATCH_MESSAGES):
             batch = fresh[start : start + MAX_BATCH_MESSAGES]
             await handler(batch)
             for message in batch:
                 self.ack(message)
                 message_out(message.tp, message.offset, message)
-            await asyncio.sleep(0)  # let HTTP requests and polls in between batches
+            # Table writes are queued in Faust's producer buffer (`table[key] = …` cannot
+            # await). Faust's stream path waits for it to ebb before each message; a batch
+            # waits for it to drain, or a fast producer grows it without bound and every
+            # other agent waits behind it.
+            await producer_buffer.flush()
