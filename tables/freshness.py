@@ -196,12 +196,14 @@ def on_poll(
     stable_as_of = candidate if state.stable_as_of is None else max(state.stable_as_of, candidate)
     write_after_poll = state.last_write_ms is not None and state.last_write_ms > started_at_ms
     if write_after_poll:
-        # The poll cannot vouch for a write that landed after it started: stay due.
+        # The poll cannot vouch for a write that landed after it started: stay due, from
+        # the write time on. That is now for any write already made; a `written_at_ms` from a
+        # producer's clock running ahead is not polled every tick until the clocks agree.
         return _replace(
             state,
             status=IndexStatus.UPDATING.value,
             stable_as_of=stable_as_of,
-            next_poll_ms=0,
+            next_poll_ms=state.last_write_ms,
             **observed,
         )
     return _replace(

@@ -503,7 +503,10 @@ def test_stable_namespace_waits_the_slow_interval_and_updating_one_the_fast_inte
         elif result == "up-to-date" and new.is_stable:
             assert new.next_poll_ms == started_at + policy.slow_poll_interval_ms
         elif result == "up-to-date":
-            assert new.next_poll_ms == 0, "a write newer than the poll keeps it due"
+            assert prev is not None and prev.last_write_ms is not None
+            assert new.next_poll_ms == prev.last_write_ms, (
+                "a write newer than the poll keeps it due, from the write time on"
+            )
         elif result == "updating":
             assert new.next_poll_ms == started_at + policy.fast_poll_interval_ms
         else:

@@ -271,8 +271,9 @@ def test_up_to_date_poll_that_started_before_a_known_write_keeps_the_namespace_u
     new = on_poll(prev, NS, UP_TO_DATE, started_at_ms=20_000, policy=POLICY)
     assert new.status == IndexStatus.UPDATING
     assert new.stable_as_of == 20_000 - POLICY.safety_margin_ms, "the watermark may still advance"
-    assert new.next_poll_ms == 0, "the namespace stays due"
-    assert is_due(new, now_ms=0)
+    assert new.next_poll_ms == 25_000, "due as soon as a poll can cover the write"
+    assert is_due(new, now_ms=25_000)
+    assert not is_due(new, now_ms=24_999), "a poll before the write time cannot cover it"
 
 
 def test_up_to_date_poll_before_a_write_on_an_unknown_namespace_is_not_stable() -> None:
