@@ -180,6 +180,17 @@ class WorkerProcess:
         body: dict[str, Any] = response.json()
         return body
 
+    def metrics(self) -> dict[str, float]:
+        """`GET /metrics` as `{name without the layer_ prefix: value}`."""
+        response = self.http.get("/metrics")
+        assert response.status_code == 200, response.text
+        values: dict[str, float] = {}
+        for line in response.text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name.removeprefix("layer_")] = float(value)
+        return values
+
     def layer_state(self, namespace: str) -> dict[str, Any]:
         state: dict[str, Any] = self.metadata(namespace)["layer"]
         return state

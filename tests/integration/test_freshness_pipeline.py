@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from tests.integration.conftest import (
     EmulatorProcess,
@@ -17,6 +17,9 @@ from tests.integration.conftest import (
 )
 
 VECTOR_ROW = {"id": 1, "vector": [0.1, 0.2], "title": "hello"}
+#: A burst large enough that fetches hold many notifications per namespace.
+BURST_NOTIFICATIONS = 20_000
+BURST_NAMESPACES = 50
 
 
 async def test_write_notification_makes_namespace_unstable_until_the_index_catches_up(
@@ -105,3 +108,56 @@ async def test_malformed_write_notification_is_dead_lettered_and_the_next_one_st
     assert "written_at_ms" in reasons[1], "the reason names the missing field"
     assert all(letter["value"]["topic"] == topic for letter in letters)
     assert letters[0]["key"] == namespace.encode()
+
+
+async def test_a_burst_of_notifications_is_applied_coalesced_and_its_offsets_committed(
+    cluster: LayerCluster, emulator: EmulatorProcess, producer: AIOKafkaProducer
+) -> None:
+    """The writes topic is consumed a fetch at a time (layer.batch_consumer): every
+    notification applied, one table write per namespace per batch, offsets committed."""
+    worker = cluster.worker().start()
+    namespaces = [unique_namespace("burst") for _ in range(BURST_NAMESPACES)]
+    for namespace in namespaces:
+        emulator.write(namespace, {"upsert_rows": [VECTOR_ROW]})
+    topic = cluster.topic("writes")
+    base = int(time.time() * 1000)
+    latest: dict[str, int] = {}
+    sends = []
+    for i in range(BURST_NOTIFICATIONS):
+        namespace = namespaces[i % BURST_NAMESPACES]
+        latest[namespace] = written_at = base + i
+        note = json.dumps({"namespace": namespace, "written_at_ms": written_at}).encode()
+        sends.append(await producer.send(topic, key=namespace.encode(), value=note))
+    await asyncio.gather(*sends)
+
+    await eventually(
+        lambda: worker.metrics().get("write_notifications_total") == BURST_NOTIFICATIONS,
+        30,
+        f"{BURST_NOTIFICATIONS} notifications consumed",
+    )
+    metrics = worker.metrics()  # before any read: reads register namespaces (more writes)
+    assert metrics["write_batches_total"] < BURST_NOTIFICATIONS / 10, metrics
+    # Poll results write rows too (each namespace is due after its write); the notifications
+    # alone are at most one table write per namespace per batch.
+    writes_bound = metrics["write_batches_total"] * BURST_NAMESPACES + metrics["polls_total"]
+    assert metrics["table_writes_total"] <= writes_bound, metrics
+    for namespace in namespaces:
+        assert worker.layer_state(namespace)["last_write_ms"] == latest[namespace], namespace
+
+    # A consumer in the worker's group that never subscribes reads the group's committed
+    # offsets without joining it (no rebalance of the worker).
+    offsets = AIOKafkaConsumer(bootstrap_servers=cluster.broker.bootstrap, group_id=cluster.app_id)
+    await offsets.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(cluster.partitions)]
+
+        async def committed_writes() -> int:
+            return sum([await offsets.committed(tp) or 0 for tp in partitions])
+
+        deadline = time.monotonic() + 15
+        while (committed := await committed_writes()) < BURST_NOTIFICATIONS:
+            assert time.monotonic() < deadline, f"committed {committed} of {BURST_NOTIFICATIONS}"
+            await asyncio.sleep(0.2)
+    finally:
+        await offsets.stop()
+    assert committed == BURST_NOTIFICATIONS
