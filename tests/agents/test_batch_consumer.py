@@ -1,0 +1,140 @@
+"""Whole-fetch delivery (`layer.batch_consumer.BatchingConsumer`) on the app's own consumer.
+
+The consumer is not started: a test feeds it a fetch (Faust's `getmany` replaced by a
+generator of `(tp, message)` pairs) and checks what reaches the handler, what is acked
+(so can be committed) and what is left to Faust's streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import faust
+import pytest
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, Message
+
+from layer import batch_consumer
+from layer.app import topics
+from layer.batch_consumer import BatchingConsumer
+
+from .support import write, writes_message
+
+WRITES = topics.writes.get_topic_name()
+OTHER = topics.ticks.get_topic_name()
+
+
+@pytest.fixture
+def consumer(app: faust.App, monkeypatch: pytest.MonkeyPatch) -> Iterator[BatchingConsumer]:
+    # Acks count for subscribed topics only; a running app subscribes in
+    # `Conductor._update_indices`, which the unstarted app here never ran.
+    monkeypatch.setattr(app.topics, "_acking_topics", {WRITES})
+    consumer: BatchingConsumer = app.consumer
+    consumer.flow_active = True
+    yield consumer
+    consumer._read_offset.clear()
+    consumer._acked.clear()
+    consumer._acked_index.clear()
+    consumer._unacked_messages.clear()
+
+
+@pytest.fixture
+def received(monkeypatch: pytest.MonkeyPatch) -> list[list[Message]]:
+    """The batches handed to the writes handler (recorded instead of applied)."""
+    batches: list[list[Message]] = []
+
+    async def record(messages: list[Message]) -> None:
+        batches.append(list(messages))
+
+    monkeypatch.setitem(batch_consumer.batch_handlers, WRITES, record)
+    return batches
+
+
+def fetch(monkeypatch: pytest.MonkeyPatch, messages: list[Message]) -> None:
+    """Make Faust's `getmany` yield `messages` as one fetch."""
+
+    async def faust_getmany(self: object, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        for message in messages:
+            yield message.tp, message
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", faust_getmany)
+
+
+def other_message(offset: int) -> Message:
+    return Message(OTHER, 0, offset, 1.0, 0, None, None, b"{}", None)
+
+
+async def drain(consumer: BatchingConsumer) -> list[tuple[TP, Message]]:
+    return [pair async for pair in consumer.getmany(timeout=0.1)]
+
+
+def acked(consumer: BatchingConsumer, partition: int) -> list[int]:
+    return list(consumer._acked[TP(WRITES, partition)])
+
+
+async def test_a_fetch_reaches_the_handler_in_one_call_and_other_topics_go_to_faust(
+    consumer: BatchingConsumer, received: list[list[Message]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes = [writes_message(write("a", 1_000), b"a", partition=1, offset=i) for i in range(3)]
+    tick = other_message(7)
+    fetch(monkeypatch, [writes[0], tick, writes[1], writes[2]])
+
+    passed_on = await drain(consumer)
+
+    assert passed_on == [(tick.tp, tick)], "only other topics' messages are left to Faust"
+    assert received == [writes]
+    assert acked(consumer, 1) == [0, 1, 2], "acked after the handler returned"
+    assert not consumer._unacked_messages
+
+
+async def test_a_large_fetch_is_handed_over_in_slices(
+    consumer: BatchingConsumer, received: list[list[Message]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batch_consumer, "MAX_BATCH_MESSAGES", 2)
+    writes = [writes_message(write("a", 1_000), b"a", offset=i) for i in range(5)]
+    fetch(monkeypatch, writes)
+
+    await drain(consumer)
+
+    assert [[m.offset for m in batch] for batch in received] == [[0, 1], [2, 3], [4]]
+    assert acked(consumer, 0) == [0, 1, 2, 3, 4]
+
+
+async def test_messages_are_not_acked_when_the_handler_fails(
+    consumer: BatchingConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def failing(messages: list[Message]) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(batch_consumer.batch_handlers, WRITES, failing)
+    fetch(monkeypatch, [writes_message(write("a", 1_000), b"a", offset=0)])
+
+    with pytest.raises(RuntimeError):
+        await drain(consumer)
+
+    assert acked(consumer, 0) == [], "never committed, so read again"
+    assert len(consumer._unacked_messages) == 1
+
+
+async def test_a_fetch_that_arrives_while_flow_is_stopped_is_dropped_unacked(
+    consumer: BatchingConsumer, received: list[list[Message]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consumer.flow_active = False  # a rebalance: the partition's next owner reads it again
+    fetch(monkeypatch, [writes_message(write("a", 1_000), b"a", offset=0)])
+
+    await drain(consumer)
+
+    assert received == []
+    assert acked(consumer, 0) == []
+
+
+async def test_messages_before_the_read_offset_are_skipped(
+    consumer: BatchingConsumer, received: list[list[Message]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consumer._read_offset[TP(WRITES, 0)] = 5  # e.g. after a seek to the committed offset
+    fetch(monkeypatch, [writes_message(write("a", 1_000), b"a", offset=i) for i in (4, 5, 6)])
+
+    await drain(consumer)
+
+    assert [m.offset for m in received[0]] == [5, 6]
+    assert consumer._read_offset[TP(WRITES, 0)] == 6
