@@ -6,9 +6,9 @@
    notification for each of N distinct namespaces (notifications create rows without the
    namespace existing upstream). RSS is sampled while it consumes; once all N are applied,
    RSS again. Per namespace = ΔRSS / N, and the slope of RSS against rows applied.
-2. The worker is stopped (SIGTERM) and a new one started with the same app id and the
-   default memory store (so the freshness changelog is replayed): time from spawn to
-   `GET /readyz` = 200. `--profile` records the recovering worker with py-spy.
+2. The worker is stopped (SIGTERM) and a new one started with the same app id: with the
+   default memory store the freshness changelog is replayed; with `--store rocksdb://` it
+   reopens the first worker's data directory. Time from spawn to `GET /readyz` = 200. `--profile` records the recovering worker with py-spy.
 3. A sample of namespaces that do exist in the emulator is read back through the restarted
    worker: each row's `last_write_ms` must cover the notification sent for it.
 
@@ -92,16 +92,23 @@ def main() -> None:
     parser.add_argument("--namespaces", type=int, default=100_000)
     parser.add_argument("--profile", action="store_true", help="py-spy the recovering worker")
     parser.add_argument("--timeout", type=float, default=240)
+    parser.add_argument(
+        "--store",
+        default="memory://",
+        choices=["memory://", "rocksdb://"],
+        help="LAYER_TABLE_STORE; with rocksdb:// the restarted worker reopens the first one's "
+        "data directory (local state) instead of replaying the changelog",
+    )
     args = parser.parse_args()
     out = run_dir("memory-recovery")
     overrides = {
         "LAYER_TOPIC_PARTITIONS": str(PARTITIONS),
         "LAYER_TICK_INTERVAL_MS": str(3_600_000),
+        "LAYER_TABLE_STORE": args.store,
     }
     print_header(
         "memory per namespace and recovery",
-        vars(args)
-        | {"worker_env": overrides, "table_store": "memory:// (default)", "run_dir": str(out)},
+        vars(args) | {"worker_env": overrides, "run_dir": str(out)},
     )
     namespaces = [f"mr-{i:06d}" for i in range(args.namespaces)]
     figures: dict[str, object] = {}
@@ -153,7 +160,8 @@ def main() -> None:
             first.stop(signal.SIGTERM)
             figures["stop_s"] = round(time.monotonic() - t_stop, 2)
 
-            second = WorkerProcess(env, out / "w2", out / "worker2.log")
+            local_state = args.store.startswith("rocksdb")
+            second = WorkerProcess(env, out / ("w1" if local_state else "w2"), out / "worker2.log")
             workers.append(second)
             second.spawn()
             profile = (

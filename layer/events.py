@@ -42,7 +42,12 @@ EpochMs = Annotated[int, Field(ge=0)]
 
 def partition_for(namespace: str, partitions: int) -> int:
     """The partition of a namespace key under Kafka's default (murmur2) partitioner."""
-    return (murmur2(namespace.encode()) & 0x7FFFFFFF) % partitions
+    return partition_for_key(namespace.encode(), partitions)
+
+
+def partition_for_key(key: bytes, partitions: int) -> int:
+    """`partition_for` of a key already encoded (plain UTF-8 bytes)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class _Event(BaseModel):

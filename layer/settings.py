@@ -97,7 +97,8 @@ class Settings(BaseSettings):
         pattern=r"^(memory|rocksdb)://.*$",
         validation_alias=_env("LAYER_TABLE_STORE"),
         description="Faust table store: `memory://` (rebuilt from the changelog at start) or "
-        "`rocksdb://` (local state; needs the `rocksdict` package).",
+        "`rocksdb://` (local state in `LAYER_DATA_DIR`; install the `rocksdb` extra: "
+        "`pip install '.[rocksdb]'`).",
     )
     data_dir: str = Field(
         ".layer-data",

@@ -12,13 +12,39 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+from faust import stores
+from faust.stores import rocksdb as faust_rocksdb
+from faust.types import StoreT
+from yarl import URL
 
 from layer.app import app, settings
-from layer.events import partition_for
+from layer.events import partition_for, partition_for_key
 from tables.freshness import Freshness
 from tables.snapshots import SnapshotHistory
 
-__all__ = ["NamespaceTable", "freshness_table", "snapshots_table"]
+__all__ = ["NamespaceRocksDBStore", "NamespaceTable", "freshness_table", "snapshots_table"]
+
+
+class NamespaceRocksDBStore(faust_rocksdb.Store):  # type: ignore[misc]
+    """Faust's RocksDB store (one database per partition), placing each key by its own partition.
+
+    Faust's picks the database from the *current event's* partition, and asserts there is an
+    event. Layer writes rows from poll tasks and from whole-fetch batches of write
+    notifications, where there is none; the key's own partition is the one its changelog
+    records go to (`NamespaceTable.partition_for_key`), so that is the database it lives in.
+    """
+
+    def _key_db(self, key: bytes) -> Any:
+        partition = partition_for_key(key, self.table.partitions)
+        self._key_index[key] = partition
+        return self._db_for_partition(partition)
+
+    def _set(self, key: bytes, value: bytes | None) -> None:
+        self._key_db(key).put(key, value)
+
+    def _get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._key_db(key).get(key)
+        return value
 
 
 class NamespaceTable(faust.Table):  # type: ignore[misc]
@@ -36,6 +62,24 @@ class NamespaceTable(faust.Table):  # type: ignore[misc]
     def partition_for_key(self, key: Any) -> int:
         """The key's own partition, not the current event's: polls write from tasks."""
         return partition_for(key, self.partitions)
+
+    def _new_store_by_url(self, url: str | URL) -> StoreT:
+        """Faust's store for `url`, with `NamespaceRocksDBStore` in place of its RocksDB one."""
+        store_class = stores.by_url(url)
+        if issubclass(store_class, faust_rocksdb.Store):
+            store_class = NamespaceRocksDBStore
+        return store_class(
+            url,
+            self.app,
+            self,
+            table_name=self.name,
+            key_type=self.key_type,
+            key_serializer=self.key_serializer,
+            value_serializer=self.value_serializer,
+            value_type=self.value_type,
+            loop=self.loop,
+            options=self.options,
+        )
 
 
 def _namespace_table(name: str, value_type: type[faust.Record], help: str) -> NamespaceTable:

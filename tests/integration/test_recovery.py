@@ -1,9 +1,11 @@
 """The table comes back from its changelog after a stop, and nothing sent meanwhile is lost.
 
-This is the test that proves the embedded-broker workaround (layer/app.py,
-EMBEDDED_PRODUCER_MAX_BATCH_BYTES): without it, Tansu's ListOffsets answer makes Faust stop
+This is the test that proves the embedded-broker workaround (layer/app.py, `_highwaters`,
+NOTES-kafka.md §2 workaround B): without it, Tansu's ListOffsets answer makes Faust stop
 recovery early and rows go missing. Many namespaces are written in bursts so that the
-changelog holds multi-record batches that would expose it.
+changelog holds multi-record batches that would expose it. It runs with both table stores:
+`memory://` rebuilds the table from the changelog, `rocksdb://` reopens its local state and
+reads the changelog from where it left off.
 """
 
 from __future__ import annotations
@@ -51,21 +53,29 @@ def _snapshot(worker, namespaces: list[str]) -> dict[str, dict]:  # type: ignore
 
 
 @pytest.mark.parametrize(
-    "stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"]
+    ("stop_signal", "store"),
+    [
+        (signal.SIGTERM, "memory://"),
+        (signal.SIGKILL, "memory://"),
+        (signal.SIGKILL, "rocksdb://"),
+    ],
+    ids=["sigterm", "sigkill", "sigkill-rocksdb"],
 )
 async def test_table_is_rebuilt_from_the_changelog_and_no_notification_is_lost(
     cluster: LayerCluster,
     emulator: EmulatorProcess,
     producer: AIOKafkaProducer,
     stop_signal: signal.Signals,
+    store: str,
 ) -> None:
+    settings = {**SETTINGS, "LAYER_TABLE_STORE": store}
     prefix = unique_namespace("recovery")
     namespaces = [f"{prefix}-{i}" for i in range(NAMESPACES)]
     for ns in namespaces:
         emulator.write(ns, {"upsert_rows": [{"id": 1, "title": ns}]})
         emulator.force_indexing(ns)
     topic = cluster.topic("writes")
-    worker = cluster.worker("w1", **SETTINGS).start()
+    worker = cluster.worker("w1", **settings).start()
 
     first_write = int(time.time() * 1000)
     await _notify(producer, topic, dict.fromkeys(namespaces, first_write))
@@ -108,7 +118,7 @@ async def test_table_is_rebuilt_from_the_changelog_and_no_notification_is_lost(
     late = namespaces[: NAMESPACES // 4]
     await _notify(producer, topic, dict.fromkeys(late, second_write))
 
-    restarted = cluster.worker("w1", **SETTINGS).start()
+    restarted = cluster.worker("w1", **settings).start()
 
     def caught_up() -> dict[str, dict] | None:
         states = _snapshot(restarted, namespaces)
