@@ -15,7 +15,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from layer.batch_consumer import BatchingConsumer
+from layer.batch_consumer import MAX_RECORDS_PER_FETCH, BatchingConsumer
 from layer.clients import bootstrap_servers
 from layer.embedded_broker import true_high_watermarks
 from layer.settings import BrokerProfile, Settings, load_settings
@@ -77,6 +77,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "processing_guarantee": "at_least_once",
         "table_standby_replicas": settings.table_standby_replicas,
         "producer_linger": settings.producer_linger_ms / 1000,
+        "broker_max_poll_records": MAX_RECORDS_PER_FETCH,
         "logging_config": None,
     }
     if settings.broker_profile is BrokerProfile.EMBEDDED:

@@ -26,7 +26,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
 __all__ = [
-    "MAX_BATCH_MESSAGES",
+    "MAX_RECORDS_PER_FETCH",
     "BatchHandler",
     "BatchingConsumer",
     "batch_handlers",
@@ -35,10 +35,12 @@ __all__ = [
 
 BatchHandler = Callable[[list[Message]], Awaitable[None]]
 
-#: A fetch from a backlog can hold ~100,000 messages; handing them over in slices of this
-#: size keeps the event loop answering HTTP requests and polls in between (a slice is
-#: ~0.1–0.3 s of work, BENCHMARKS.md) while still coalescing many notifications per namespace.
-MAX_BATCH_MESSAGES = 5000
+#: Records one fetch may return (all topics; Faust's `broker_max_poll_records`). A batch is
+#: applied before the consumer fetches again, so without a bound a fetch from a backlog
+#: (~100,000 messages, ~5 s of work) would hold back the poll ticks behind it and the memory
+#: of the whole batch; 5,000 is ~0.1–0.3 s of work (BENCHMARKS.md) and still coalesces many
+#: notifications per namespace.
+MAX_RECORDS_PER_FETCH = 5000
 
 #: Topic name → the handler its messages are delivered to, a fetch at a time.
 batch_handlers: dict[str, BatchHandler] = {}
@@ -85,16 +87,14 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             read_offset[tp] = offset
             self.track_message(message)
             fresh.append(message)
+        if not fresh:
+            return
+        await handler(fresh)
         message_out = self.app.sensors.on_message_out
-        producer_buffer = self.app.producer.buffer
-        for start in range(0, len(fresh), MAX_BATCH_MESSAGES):
-            batch = fresh[start : start + MAX_BATCH_MESSAGES]
-            await handler(batch)
-            for message in batch:
-                self.ack(message)
-                message_out(message.tp, message.offset, message)
-            # Table writes are queued in Faust's producer buffer (`table[key] = …` cannot
-            # await). Faust's stream path waits for it to ebb before each message; a batch
-            # waits for it to drain, or a fast producer grows it without bound and every
-            # other agent waits behind it.
-            await producer_buffer.flush()
+        for message in fresh:
+            self.ack(message)
+            message_out(message.tp, message.offset, message)
+        # Table writes are queued in Faust's producer buffer (`table[key] = …` cannot await).
+        # Faust's stream path waits for it to ebb before each message; a batch waits for it to
+        # drain, or a fast producer grows it without bound and every other agent waits behind.
+        await self.app.producer.buffer.flush()

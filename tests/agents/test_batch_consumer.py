@@ -87,17 +87,9 @@ async def test_a_fetch_reaches_the_handler_in_one_call_and_other_topics_go_to_fa
     assert not consumer._unacked_messages
 
 
-async def test_a_large_fetch_is_handed_over_in_slices(
-    consumer: BatchingConsumer, received: list[list[Message]], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(batch_consumer, "MAX_BATCH_MESSAGES", 2)
-    writes = [writes_message(write("a", 1_000), b"a", offset=i) for i in range(5)]
-    fetch(monkeypatch, writes)
-
-    await drain(consumer)
-
-    assert [[m.offset for m in batch] for batch in received] == [[0, 1], [2, 3], [4]]
-    assert acked(consumer, 0) == [0, 1, 2, 3, 4]
+def test_a_fetch_returns_a_bounded_number_of_records(app: faust.App) -> None:
+    """A batch is applied before the next fetch: the bound is what lets ticks in between."""
+    assert app.conf.broker_max_poll_records == batch_consumer.MAX_RECORDS_PER_FETCH
 
 
 async def test_messages_are_not_acked_when_the_handler_fails(
