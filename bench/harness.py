@@ -7,14 +7,12 @@ time: these are measurements, not tests.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import json
 import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -25,17 +23,20 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from layer.embedded_broker import EmbeddedBroker, free_port  # noqa: E402
+from tests.processes import EmulatorProcess as _EmulatorProcess  # noqa: E402
+from tests.processes import WorkerProcess as _WorkerProcess  # noqa: E402
+from tests.processes import layer_env, wait_until  # noqa: E402
 
 __all__ = [
     "API_KEY",
     "EmbeddedBroker",
+    "free_port",
+    "wait_until",
     "EmulatorProcess",
     "WorkerProcess",
     "base_env",
@@ -137,201 +138,34 @@ def run_dir(name: str) -> Path:
     return path
 
 
-def wait_until(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval_s)
-    raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
-
-
 # ---------------------------------------------------------------- processes
 
 
-class EmulatorProcess:
-    """The turbopuffer emulator in its own process (as tests/integration/conftest.py)."""
+class EmulatorProcess(_EmulatorProcess):
+    """The turbopuffer emulator (tests/processes.py) with the benchmarks' key."""
 
     def __init__(self, log_path: Path, *extra_args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        argv = [sys.executable, "-m", "layer.emulator", "--port", str(self.port),
-                "--api-key", API_KEY, *extra_args]  # fmt: skip
-        self.process = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            stdout=open(log_path, "ab"),
-            stderr=subprocess.STDOUT,  # noqa: SIM115
-        )
-        self.client = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
-        )
-        wait_until(self._answers, 30, "the emulator to answer")
+        super().__init__(log_path, *extra_args, api_keys=(API_KEY,))
 
-    def _answers(self) -> bool:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"the emulator exited with {self.process.returncode}")
-        try:
-            return self.client.get("/_emulator/stats").status_code == 200
-        except httpx.TransportError:
-            return False
 
-    def control(self, method: str, path: str, body: Any = None) -> Any:
-        response = self.client.request(method, f"/_emulator{path}", json=body)
-        response.raise_for_status()
-        return response.json()
+class WorkerProcess(_WorkerProcess):
+    """A `python -m layer worker` (tests/processes.py) with the benchmarks' key."""
 
-    def write(self, namespace: str, rows: int = 1) -> None:
-        response = self.client.post(
-            f"/v2/namespaces/{namespace}",
-            json={"upsert_rows": [{"id": i, "v": i} for i in range(rows)]},
-        )
-        response.raise_for_status()
-
-    async def create_namespaces(self, namespaces: Sequence[str], concurrency: int = 32) -> None:
-        """One small write per namespace (the emulator creates it), `concurrency` at a time."""
-        async with httpx.AsyncClient(
-            base_url=self.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
-        ) as client:
-            queue = list(namespaces)
-
-            async def run() -> None:
-                while queue:
-                    ns = queue.pop()
-                    r = await client.post(f"/v2/namespaces/{ns}", json={"upsert_rows": [{"id": 1}]})
-                    r.raise_for_status()
-
-            await asyncio.gather(*(run() for _ in range(concurrency)))
-
-    def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.control("GET", "/stats")
-        return result
-
-    def stop(self) -> None:
-        self.client.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def __init__(self, env: dict[str, str], data_dir: Path, log_path: Path) -> None:
+        super().__init__(env, data_dir, log_path, api_key=API_KEY)
 
 
 def base_env(
     broker: EmbeddedBroker, emulator: EmulatorProcess | None, **overrides: str
 ) -> dict[str, str]:
     """Environment of a worker: a fresh app id/topic prefix, the embedded profile, overrides."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("LAYER_", "TURBOPUFFER_", "NAMESPACE_LIST"))
-    }
-    app_id = f"layer-bench-{uuid.uuid4().hex[:8]}"
-    env.update(
-        LAYER_APP_ID=app_id,
-        LAYER_TOPIC_PREFIX=app_id,
-        LAYER_KAFKA_BROKER=broker.url,
-        LAYER_BROKER_PROFILE="embedded",
-        TURBOPUFFER_BASE_URL=emulator.url if emulator else "http://127.0.0.1:9",
-        TURBOPUFFER_API_KEY=API_KEY,
-        # "info", the default. NB: at "warning" or above Faust's worker installs its terminal
-        # spinner and sets the *root* logger to DEBUG, so every aiokafka/faust debug call
-        # builds a LogRecord (~8% of the worker's CPU in bench/throughput.py profiles).
-        LAYER_LOG_LEVEL="info",
+    return layer_env(
+        app_id=f"layer-bench-{uuid.uuid4().hex[:8]}",
+        broker_url=broker.url,
+        upstream_url=emulator.url if emulator else "http://127.0.0.1:9",
+        api_key=API_KEY,
+        **overrides,
     )
-    env.update(overrides)
-    return env
-
-
-class WorkerProcess:
-    """One `python -m layer worker` with its own port and data dir."""
-
-    def __init__(self, env: dict[str, str], data_dir: Path, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.env = {**env, "LAYER_PORT": str(self.port), "LAYER_DATA_DIR": str(data_dir)}
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-        self.http = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=15
-        )
-        self.started_at = 0.0
-        self.ready_at = 0.0
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def spawn(self) -> WorkerProcess:
-        self.started_at = time.monotonic()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "layer", "worker"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=open(self.log_path, "ab"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-        )
-        return self
-
-    def wait_ready(self, timeout_s: float = 120, interval_s: float = 0.02) -> float:
-        """Wait for /readyz 200; return seconds since spawn."""
-        wait_until(self.is_ready, timeout_s, f"worker on {self.url} to be ready", interval_s)
-        self.ready_at = time.monotonic()
-        return self.ready_at - self.started_at
-
-    def start(self, timeout_s: float = 120) -> WorkerProcess:
-        self.spawn()
-        self.wait_ready(timeout_s)
-        return self
-
-    def is_ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            tail = self.log_path.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"worker exited with {self.process.returncode}:\n{tail}")
-        try:
-            return self.http.get("/readyz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def metrics(self) -> dict[str, float]:
-        text = self.http.get("/metrics").text
-        out: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                out[name.removeprefix("layer_")] = float(value)
-        return out
-
-    def rss_kb(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def close(self) -> None:
-        self.stop(signal.SIGKILL)
-        self.http.close()
 
 
 # ---------------------------------------------------------------- Kafka

@@ -530,7 +530,9 @@ async def main_async(args: argparse.Namespace) -> None:
         client = Client()
         extra_clients: list[Client] = []
         try:
-            emulator.write(METADATA_NAMESPACE, rows=10)
+            emulator.write(
+                METADATA_NAMESPACE, {"upsert_rows": [{"id": i, "v": i} for i in range(10)]}
+            )
             env_a = base_env(
                 broker, emulator,
                 NAMESPACE_LIST_CACHE_TTL_MS=str(CACHE_TTL_MS),
