@@ -11,7 +11,6 @@ the floor of every notification's latency. This measures which one Tansu is.
 
 from __future__ import annotations
 
-
 import argparse
 import asyncio
 import json
@@ -19,7 +18,6 @@ import random
 import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
 from harness import EmbeddedBroker, create_topics, percentiles, print_header, run_dir
 
 

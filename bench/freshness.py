@@ -29,7 +29,6 @@ Targets (the issue): A p99 ≤ 250 ms; B and C(stable) p99 ≤ fast poll interva
 
 from __future__ import annotations
 
-
 import argparse
 import asyncio
 import json
@@ -39,7 +38,6 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
 from harness import (
     API_KEY,
     EmbeddedBroker,
@@ -265,9 +263,7 @@ def main() -> None:
     )
     parser.add_argument("--fast-ms", type=int, default=1000, help="LAYER_FAST_POLL_INTERVAL_MS")
     parser.add_argument("--tick-ms", type=int, default=100, help="LAYER_TICK_INTERVAL_MS")
-    parser.add_argument(
-        "--safety-margin-ms", type=int, default=1000, help="LAYER_SAFETY_MARGIN_MS"
-    )
+    parser.add_argument("--safety-margin-ms", type=int, default=1000, help="LAYER_SAFETY_MARGIN_MS")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     random.seed(args.seed)

@@ -36,14 +36,12 @@ socket sends, …) and by function. Other processes' CPU during the run is print
 
 from __future__ import annotations
 
-import os
-
-
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import collections  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import os
 import statistics  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -59,9 +57,9 @@ from harness import (  # noqa: E402
     EmulatorProcess,
     WorkerProcess,
     base_env,
-    percentiles,
     fmt,
     out,
+    percentiles,
     print_header,
     proc_cpu_s,
     process_cpu_snapshot,

@@ -20,7 +20,6 @@ Targets (the issue): ≤ 2 KB per namespace; recovery ≤ 30 s with 100,000 name
 
 from __future__ import annotations
 
-
 import argparse
 import asyncio
 import json

@@ -20,13 +20,11 @@ Target (the issue): ≥ 10,000 notifications/s sustained for 60 s, none lost.
 
 from __future__ import annotations
 
-import sys
-
-
 import argparse
 import asyncio
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -36,12 +34,12 @@ from harness import (
     WorkerProcess,
     base_env,
     create_topics,
+    dump_stacks,
     notification,
     print_header,
     profile_worker,
     run_dir,
     summarize_profile,
-    dump_stacks,
 )
 
 PARTITIONS = 8

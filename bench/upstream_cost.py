@@ -30,7 +30,6 @@ Target (the issue): ≥ 50× fewer upstream calls than the naive poller, lag of 
 
 from __future__ import annotations
 
-
 import argparse
 import asyncio
 import json
@@ -41,7 +40,6 @@ from typing import Any
 import aiohttp
 import httpx
 from aiokafka import AIOKafkaProducer
-
 from freshness import StabilityWatcher
 from harness import (
     API_KEY,
