@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from faust.types import EventT
+from faust.types import TP, EventT
 from pydantic import ValidationError
 
 from agents.dead_letters import dead_letter
@@ -60,7 +60,7 @@ class Poller:
         self._slots = asyncio.Semaphore(concurrency)
         self._rate = TokenBucket(max_rps)
         self._in_flight: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], int] = {}  # poll → its namespace's partition
 
     def start_due(self, partition: int) -> int:
         """Start polls for the due namespaces of `partition`; return how many started."""
@@ -78,8 +78,8 @@ class Poller:
                 continue
             self._in_flight.add(namespace)
             task = asyncio.create_task(self._poll(namespace, partition))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks[task] = partition
+            task.add_done_callback(self._forget)
             started += 1
         counters["polls_total"] += started
         return started
@@ -115,10 +115,26 @@ class Poller:
             return _failure(namespace, str(exc), started_at, None)
         return _success(namespace, observation, started_at)
 
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+
     async def drain(self) -> None:
         """Wait for the polls in flight (used at shutdown and in tests)."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def cancel(self, partitions: set[int]) -> None:
+        """Stop the polls of `partitions` and wait until they are gone.
+
+        A partition handed to another worker must get no more writes from this one: a poll
+        answering after the hand-over would append an outdated row to the changelog, behind
+        the new owner's, and the next recovery would end on it.
+        """
+        doomed = [task for task, partition in self._tasks.items() if partition in partitions]
+        for task in doomed:
+            task.cancel()
+        if doomed:
+            await asyncio.gather(*doomed, return_exceptions=True)
 
 
 def _success(namespace: str, observation: IndexObservation, started_at: int) -> Any:
@@ -208,6 +224,17 @@ async def publish_poll_ticks() -> None:
 async def forget_due_schedule(sender: Any, *args: Any, **kwargs: Any) -> None:
     """Ownership changed: the schedule is rebuilt from the table on the next tick."""
     due_schedule.clear()
+
+
+@app.on_partitions_revoked.connect
+async def stop_polls_of_revoked_partitions(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+    """Before a partition is handed over, its polls in flight end (see `Poller.cancel`).
+
+    Faust has flushed the producer before this signal; a poll that wrote its row while being
+    cancelled is flushed here, still before the hand-over.
+    """
+    await poller.cancel({tp.partition for tp in revoked})
+    await app.producer.flush()
 
 
 @app.on_before_shutdown.connect

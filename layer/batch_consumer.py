@@ -12,14 +12,15 @@ its assignment (the topic is subscribed like an agent's, so its partitions stay
 co-partitioned with the tables) and its flow control. A batch is tracked before the
 handler runs and acked after it returns, and Faust commits an offset only after flushing
 the producer (the changelog writes), so a committed offset only ever covers applied
-messages: at-least-once, as for the agents. A fetch that arrives while flow is stopped
-(a rebalance) is dropped unacked, exactly as Faust drops the rest of such a fetch; the
-partition's next owner reads it again from the committed offset.
+messages: at-least-once, as for the agents. Messages fetched before a rebalance (another
+generation, or flow stopped) are dropped unacked, as Faust's streams drop them, and read
+again from the committed offset by the partition's owner.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from time import monotonic
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -61,7 +62,6 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     """Faust's aiokafka consumer, diverting the messages of batch topics to their handler."""
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
-        generation = self.app.consumer_generation_id
         batches: dict[str, list[Message]] = {}
         async for tp, message in super().getmany(timeout):
             if tp.topic in batch_handlers:
@@ -69,9 +69,29 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             else:
                 yield tp, message
         for topic, messages in batches.items():
-            if not self.flow_active or self.app.consumer_generation_id != generation:
-                return  # rebalancing: unacked, so read again by the partition's next owner
-            await self._deliver(batch_handlers[topic], messages)
+            current = [m for m in messages if self._is_current(m)]
+            if len(current) < len(messages):
+                await self._read_again([m for m in messages if not self._is_current(m)])
+            await self._deliver(batch_handlers[topic], current)
+
+    def _is_current(self, message: Message) -> bool:
+        """Fetched in this generation, with flow on (Faust's streams skip the others too)."""
+        return self.flow_active and message.generation_id == self.app.consumer_generation_id
+
+    async def _read_again(self, stale: list[Message]) -> None:
+        """Drop messages fetched before a rebalance, unacked, and make sure they are read again.
+
+        The rebalance seeks every partition it assigns to its committed offset after the new
+        generation starts, which covers them; seeking the partitions still held back to the
+        first dropped offset makes that independent of the order of fetch and seek.
+        """
+        first: dict[TP, int] = {}
+        for message in stale:
+            first[message.tp] = min(message.offset, first.get(message.tp, message.offset))
+        assigned = self.assignment()
+        for tp, offset in first.items():
+            if tp in assigned:
+                await self.seek(tp, offset)
 
     async def _deliver(self, handler: BatchHandler, messages: list[Message]) -> None:
         """Faust's per-message bookkeeping (read offsets, gaps, tracking), then one call."""
@@ -89,6 +109,9 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             fresh.append(message)
         if not fresh:
             return
+        inbound = self.app.monitor.stream_inbound_time  # Faust's livelock check reads it
+        for tp in {message.tp for message in fresh}:
+            inbound[tp] = monotonic()
         await handler(fresh)
         message_out = self.app.sensors.on_message_out
         for message in fresh:

@@ -46,6 +46,9 @@ class NamespaceRocksDBStore(faust_rocksdb.Store):  # type: ignore[misc]
         value: bytes | None = self._key_db(key).get(key)
         return value
 
+    def _contains(self, key: bytes) -> bool:
+        return self._get(key) is not None
+
 
 class NamespaceTable(faust.Table):  # type: ignore[misc]
     """A table keyed by namespace name, with plain UTF-8 key bytes.

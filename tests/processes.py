@@ -91,14 +91,17 @@ class EmulatorProcess:
         argv = [sys.executable, "-m", "layer.emulator", "--port", str(self.port)]
         for key in api_keys:
             argv += ["--api-key", key]
-        self.process = subprocess.Popen(
-            [*argv, *extra_args],
-            stdout=open(log_path, "ab"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-        )
+        with open(log_path, "ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [*argv, *extra_args], stdout=log, stderr=subprocess.STDOUT
+            )
         self._headers = {"Authorization": f"Bearer {api_keys[0]}"}
         self.client = httpx.Client(base_url=self.url, headers=self._headers, timeout=30)
-        wait_until(self._answers, EMULATOR_START_TIMEOUT_S, "the emulator to answer")
+        try:
+            wait_until(self._answers, EMULATOR_START_TIMEOUT_S, "the emulator to answer")
+        except BaseException:
+            self.stop()
+            raise
 
     def _answers(self) -> bool:
         if self.process.poll() is not None:
@@ -184,12 +187,13 @@ class WorkerProcess:
 
     def spawn(self) -> WorkerProcess:
         self.started_at = time.monotonic()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "layer", "worker"],
-            env=self.env,
-            stdout=open(self.log_path, "ab"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-        )
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "layer", "worker"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         return self
 
     def wait_ready(
@@ -202,7 +206,11 @@ class WorkerProcess:
 
     def start(self, timeout_s: float = WORKER_READY_TIMEOUT_S) -> WorkerProcess:
         self.spawn()
-        self.wait_ready(timeout_s)
+        try:
+            self.wait_ready(timeout_s)
+        except BaseException:
+            self.stop(signal.SIGKILL)  # never leave a half-started worker behind
+            raise
         return self
 
     def is_ready(self) -> bool:

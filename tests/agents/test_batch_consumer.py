@@ -31,7 +31,9 @@ def consumer(app: faust.App, monkeypatch: pytest.MonkeyPatch) -> Iterator[Batchi
     monkeypatch.setattr(app.topics, "_acking_topics", {WRITES})
     consumer: BatchingConsumer = app.consumer
     consumer.flow_active = True
+    app.consumer_generation_id = 3
     yield consumer
+    consumer.flow_active = True
     consumer._read_offset.clear()
     consumer._acked.clear()
     consumer._acked_index.clear()
@@ -50,11 +52,19 @@ def received(monkeypatch: pytest.MonkeyPatch) -> list[list[Message]]:
     return batches
 
 
-def fetch(monkeypatch: pytest.MonkeyPatch, messages: list[Message]) -> None:
-    """Make Faust's `getmany` yield `messages` as one fetch."""
+def fetch(
+    monkeypatch: pytest.MonkeyPatch, messages: list[Message], generation: int | None = None
+) -> None:
+    """Make Faust's `getmany` yield `messages` as one fetch, made in `generation` (default:
+    the current one; Faust stamps each message with the generation it was fetched in)."""
 
-    async def faust_getmany(self: object, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+    async def faust_getmany(
+        self: BatchingConsumer, timeout: float
+    ) -> AsyncIterator[tuple[TP, Message]]:
         for message in messages:
+            message.generation_id = (
+                self.app.consumer_generation_id if generation is None else generation
+            )
             yield message.tp, message
 
     monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", faust_getmany)
@@ -108,16 +118,57 @@ async def test_messages_are_not_acked_when_the_handler_fails(
     assert len(consumer._unacked_messages) == 1
 
 
-async def test_a_fetch_that_arrives_while_flow_is_stopped_is_dropped_unacked(
-    consumer: BatchingConsumer, received: list[list[Message]], monkeypatch: pytest.MonkeyPatch
+@pytest.fixture
+def seeks(consumer: BatchingConsumer, monkeypatch: pytest.MonkeyPatch) -> list[tuple[TP, int]]:
+    """Seeks the consumer makes; it holds partitions 0 and 1 of the writes topic."""
+    made: list[tuple[TP, int]] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        made.append((tp, offset))
+
+    monkeypatch.setattr(consumer, "assignment", lambda: {TP(WRITES, 0), TP(WRITES, 1)})
+    monkeypatch.setattr(consumer, "seek", seek)
+    return made
+
+
+async def test_a_fetch_made_before_a_rebalance_is_dropped_unacked_and_read_again(
+    consumer: BatchingConsumer,
+    received: list[list[Message]],
+    seeks: list[tuple[TP, int]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    consumer.flow_active = False  # a rebalance: the partition's next owner reads it again
-    fetch(monkeypatch, [writes_message(write("a", 1_000), b"a", offset=0)])
+    old_generation = consumer.app.consumer_generation_id - 1
+    fetch(
+        monkeypatch,
+        [
+            writes_message(write("a", 1_000), b"a", partition=0, offset=7),
+            writes_message(write("a", 1_000), b"a", partition=0, offset=8),
+            writes_message(write("b", 1_000), b"b", partition=5, offset=3),  # no longer ours
+        ],
+        generation=old_generation,
+    )
 
     await drain(consumer)
 
     assert received == []
     assert acked(consumer, 0) == []
+    assert seeks == [(TP(WRITES, 0), 7)], "held partitions go back to the first dropped offset"
+
+
+async def test_a_fetch_that_arrives_while_flow_is_stopped_is_dropped_unacked(
+    consumer: BatchingConsumer,
+    received: list[list[Message]],
+    seeks: list[tuple[TP, int]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    consumer.flow_active = False  # a rebalance has begun
+    fetch(monkeypatch, [writes_message(write("a", 1_000), b"a", partition=1, offset=4)])
+
+    await drain(consumer)
+
+    assert received == []
+    assert acked(consumer, 1) == []
+    assert seeks == [(TP(WRITES, 1), 4)]
 
 
 async def test_messages_before_the_read_offset_are_skipped(

@@ -11,9 +11,11 @@ from typing import Any
 from unittest.mock import AsyncMock
 
 import pytest
+from faust.types import TP
 
-from agents.ticks import poll_due_namespaces, poller
+from agents.ticks import poll_due_namespaces, poller, stop_polls_of_revoked_partitions
 from agents.writes import apply_write_notifications
+from layer.app import app as layer_app
 from layer.app import settings, topics
 from layer.clock import now_ms
 from layer.upstream import (
@@ -289,3 +291,38 @@ async def test_a_namespace_made_due_during_its_poll_is_polled_again_after_a_stal
         await poller.drain()
 
     assert upstream_metadata.await_count == 2, "a due, updating namespace was never polled again"
+
+
+async def test_polls_of_revoked_partitions_end_without_writing_the_table(
+    upstream_metadata: AsyncMock, stability_send: AsyncMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll answering after its partition was handed over must not write its row."""
+    other_partition = (PARTITION + 1) % settings.topic_partitions
+    other = namespace_in_partition(other_partition, prefix="other")
+    freshness_table.data[NS] = new_freshness(NS)
+    freshness_table.data[other] = new_freshness(other)
+    answer = asyncio.Event()
+
+    async def slow_metadata(namespace: str, **_: Any) -> Any:
+        await answer.wait()
+        return metadata_answer("up-to-date")
+
+    upstream_metadata.side_effect = slow_metadata
+    flushes = AsyncMock(name="producer.flush")
+    monkeypatch.setattr(type(layer_app.producer), "flush", flushes)
+    async with poll_due_namespaces.test_context() as agent:
+        await agent.put(value=tick(PARTITION), partition=PARTITION)
+        await agent.put(value=tick(other_partition), partition=other_partition)
+        await eventually(lambda: upstream_metadata.await_count == 2, "both polls to start")
+
+        await stop_polls_of_revoked_partitions(
+            layer_app, revoked={TP(topics.ticks.get_topic_name(), PARTITION)}
+        )
+        answer.set()
+        await poller.drain()
+
+    assert freshness_table[NS] == new_freshness(NS), "the revoked partition's poll wrote nothing"
+    assert freshness_table[other].status == IndexStatus.STABLE, "the held partition's poll did"
+    flushes.assert_awaited()
+    [event] = sent_values(stability_send)
+    assert event["namespace"] == other

@@ -131,7 +131,8 @@ async def test_a_burst_of_notifications_is_applied_coalesced_and_its_offsets_com
     await asyncio.gather(*sends)
 
     await eventually(
-        lambda: worker.metrics().get("write_notifications_total") == BURST_NOTIFICATIONS,
+        # At least: delivery is at-least-once, a redelivered message counts again.
+        lambda: worker.metrics().get("write_notifications_total", 0) >= BURST_NOTIFICATIONS,
         30,
         f"{BURST_NOTIFICATIONS} notifications consumed",
     )
