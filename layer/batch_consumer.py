@@ -14,7 +14,9 @@ handler runs and acked after it returns, and Faust commits an offset only after 
 the producer (the changelog writes), so a committed offset only ever covers applied
 messages: at-least-once, as for the agents. Messages fetched before a rebalance (another
 generation, or flow stopped) are dropped unacked, as Faust's streams drop them, and read
-again from the committed offset by the partition's owner.
+again from the committed offset by the partition's owner. A handler that raises crashes
+the fetcher and with it the worker (as an agent's unhandled error would): nothing of that
+batch was acked, so the restarted worker reads it again.
 """
 
 from __future__ import annotations
