@@ -9,6 +9,7 @@ stability change when `is_stable` flipped or `stable_as_of` advanced (invariant 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from layer.app import settings, topics
@@ -24,6 +25,10 @@ __all__ = ["apply_transition", "due_schedule", "partition_of", "policy", "reload
 
 Transition = Callable[[Freshness | None], Freshness]
 
+#: Namespaces whose partition is remembered (murmur2 in Python costs microseconds, and the
+#: writes handler checks every notification's partition).
+PARTITION_CACHE_SIZE = 100_000
+
 policy = WatcherPolicy(
     fast_poll_interval_ms=settings.fast_poll_interval_ms,
     slow_poll_interval_ms=settings.slow_poll_interval_ms,
@@ -35,6 +40,7 @@ policy = WatcherPolicy(
 due_schedule = DueSchedule()
 
 
+@functools.lru_cache(maxsize=PARTITION_CACHE_SIZE)
 def partition_of(namespace: str) -> int:
     """The partition Kafka's default partitioner gives a namespace key (as producers do)."""
     return partition_for(namespace, settings.topic_partitions)

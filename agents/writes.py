@@ -12,20 +12,20 @@ from faust.types import Message
 from pydantic import ValidationError
 
 from agents.dead_letters import dead_letter
-from agents.transitions import apply_transition
+from agents.transitions import apply_transition, partition_of
 from layer.app import app, topics
 from layer.batch_consumer import subscribe_batch_topic
 from layer.events import parse_write_notification
 from layer.metrics import counters
 from tables.freshness import effective_write_ms, on_write
 
-__all__ = ["apply_write_notifications", "coalesce_writes"]
+__all__ = ["apply_write_notifications", "coalesce_writes", "forward_to_owner"]
 
 
 async def coalesce_writes(messages: list[Message]) -> dict[str, tuple[int, int]]:
     """Latest effective write time per namespace: `{namespace: (written_at_ms, partition)}`.
 
-    Invalid messages are dead-lettered on the way.
+    Invalid messages are dead-lettered and misrouted ones forwarded on the way.
     """
     latest: dict[str, tuple[int, int]] = {}
     for message in messages:
@@ -34,13 +34,33 @@ async def coalesce_writes(messages: list[Message]) -> dict[str, tuple[int, int]]
         except ValidationError as exc:
             await dead_letter(message, exc)
             continue
+        if (partition := partition_of(note.namespace)) != message.partition:
+            await forward_to_owner(message, note.namespace, partition)
+            continue
         counters["write_notifications_total"] += 1
         record_ms = int(message.timestamp * 1000) if message.timestamp else None
         written_at = effective_write_ms(note.written_at_ms, record_ms)
         seen = latest.get(note.namespace)
         if seen is None or written_at > seen[0]:
-            latest[note.namespace] = (written_at, message.partition)
+            latest[note.namespace] = (written_at, partition)
     return latest
+
+
+async def forward_to_owner(message: Message, namespace: str, partition: int) -> None:
+    """Re-send a notification that arrived on another partition than its namespace's.
+
+    The namespace's row lives with the owner of its own partition (docs/events.md): applied
+    here, the owner would never see the write and could call the namespace stable. A producer
+    keying by something else, or using another partitioner (librdkafka's default), lands here;
+    the copy keeps the value and the record time, so it means the same write.
+    """
+    counters["write_notifications_forwarded_total"] += 1
+    await topics.writes.send(
+        key=namespace.encode(),
+        value=message.value,
+        partition=partition,
+        timestamp=message.timestamp or None,
+    )
 
 
 async def apply_write_notifications(messages: list[Message]) -> None:

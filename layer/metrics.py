@@ -17,7 +17,9 @@ counters: Counter[str] = Counter()
 GAUGES = {"notify_pending"}
 
 HELP = {
-    "write_notifications_total": "Valid write notifications consumed.",
+    "write_notifications_total": "Valid write notifications applied (on their own partition).",
+    "write_notifications_forwarded_total": "Write notifications that arrived on another "
+    "partition than their namespace's, forwarded to it.",
     "write_batches_total": "Batches of write notifications processed.",
     "dead_letters_total": "Input messages sent to the dead-letter topic.",
     "table_writes_total": "Freshness-table writes (state changes).",

@@ -24,7 +24,10 @@ from tables.faust_tables import freshness_table, snapshots_table
 
 @pytest.fixture
 async def app(
-    stability_send: AsyncMock, dead_letter_send: AsyncMock, upstream_metadata: AsyncMock
+    stability_send: AsyncMock,
+    dead_letter_send: AsyncMock,
+    writes_send: AsyncMock,
+    upstream_metadata: AsyncMock,
 ) -> AsyncIterator[faust.App]:
     """The Layer app, ready for `agent.test_context()` on this test's event loop.
 
@@ -50,6 +53,14 @@ def stability_send(monkeypatch: pytest.MonkeyPatch) -> AsyncMock:
     """`topics.stability.send`, recorded instead of produced."""
     mock = AsyncMock(name="stability.send")
     monkeypatch.setattr(topics.stability, "send", mock)
+    return mock
+
+
+@pytest.fixture
+def writes_send(monkeypatch: pytest.MonkeyPatch) -> AsyncMock:
+    """`topics.writes.send` (misrouted notifications are forwarded), recorded."""
+    mock = AsyncMock(name="writes.send")
+    monkeypatch.setattr(topics.writes, "send", mock)
     return mock
 
 

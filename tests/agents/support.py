@@ -63,10 +63,13 @@ def writes_message(
     key: bytes | None = None,
     *,
     timestamp: float = EARLY_RECORD_TS,
-    partition: int = 0,
+    partition: int | None = None,
     offset: int = 0,
 ) -> Message:
-    """A consumed `writes` message, as the consumer hands it to the writes handler."""
+    """A consumed `writes` message, as the consumer hands it to the writes handler; by
+    default on the partition a producer's partitioner gives `key`."""
+    if partition is None:
+        partition = partition_for(key.decode(), settings.topic_partitions) if key else 0
     return Message(
         topic=topics.writes.get_topic_name(),
         partition=partition,

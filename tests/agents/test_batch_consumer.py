@@ -109,7 +109,7 @@ async def test_messages_are_not_acked_when_the_handler_fails(
         raise RuntimeError("boom")
 
     monkeypatch.setitem(batch_consumer.batch_handlers, WRITES, failing)
-    fetch(monkeypatch, [writes_message(write("a", 1_000), b"a", offset=0)])
+    fetch(monkeypatch, [writes_message(write("a", 1_000), b"a", partition=0, offset=0)])
 
     with pytest.raises(RuntimeError):
         await drain(consumer)
@@ -175,7 +175,10 @@ async def test_messages_before_the_read_offset_are_skipped(
     consumer: BatchingConsumer, received: list[list[Message]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     consumer._read_offset[TP(WRITES, 0)] = 5  # e.g. after a seek to the committed offset
-    fetch(monkeypatch, [writes_message(write("a", 1_000), b"a", offset=i) for i in (4, 5, 6)])
+    fetch(
+        monkeypatch,
+        [writes_message(write("a", 1_000), b"a", partition=0, offset=i) for i in (4, 5, 6)],
+    )
 
     await drain(consumer)
 

@@ -11,7 +11,8 @@ from unittest.mock import AsyncMock
 import pytest
 
 from agents.writes import apply_write_notifications
-from layer.app import topics
+from layer.app import settings, topics
+from layer.events import partition_for
 from layer.metrics import counters
 from tables.faust_tables import freshness_table
 from tables.freshness import Freshness, IndexStatus
@@ -143,8 +144,8 @@ async def test_an_invalid_write_notification_is_dead_lettered_and_the_next_is_ap
 ) -> None:
     await apply_write_notifications(
         [
-            writes_message(value, b"products", partition=3, offset=41),
-            writes_message(write("products", 1_000), b"products", partition=3, offset=42),
+            writes_message(value, b"products", offset=41),
+            writes_message(write("products", 1_000), b"products", offset=42),
         ]
     )
 
@@ -155,7 +156,7 @@ async def test_an_invalid_write_notification_is_dead_lettered_and_the_next_is_ap
     assert reason_mentions in letter["reason"]
     assert (letter["topic"], letter["partition"], letter["offset"]) == (
         topics.writes.get_topic_name(),
-        3,
+        partition_for("products", settings.topic_partitions),
         41,
     )
     assert (letter["key"], letter["value"], letter["value_encoding"]) == (
@@ -191,3 +192,21 @@ async def test_an_invalid_notification_in_a_batch_does_not_drop_the_valid_ones(
     assert "x" not in freshness_table
     dead_letter_send.assert_awaited_once()
     assert counters["write_notifications_total"] - notified_before == 2, "valid ones counted"
+
+
+async def test_a_notification_on_another_partition_is_forwarded_to_its_namespaces(
+    writes_send: AsyncMock,
+) -> None:
+    """The row lives with the owner of the namespace's partition: applied here, the owner
+    would never learn of the write."""
+    own = partition_for("products", settings.topic_partitions)
+    elsewhere = (own + 1) % settings.topic_partitions
+    value = write("products", 1_000)
+
+    await apply_write_notifications(
+        [writes_message(value, b"catalog-sync", partition=elsewhere, timestamp=2.5)]
+    )
+
+    assert "products" not in freshness_table, "not applied on the wrong partition"
+    writes_send.assert_awaited_once_with(key=b"products", value=value, partition=own, timestamp=2.5)
+    assert counters["write_notifications_forwarded_total"] >= 1

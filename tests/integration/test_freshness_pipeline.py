@@ -8,6 +8,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from layer.events import partition_for
 from tests.integration.conftest import (
     EmulatorProcess,
     LayerCluster,
@@ -162,3 +163,24 @@ async def test_a_burst_of_notifications_is_applied_coalesced_and_its_offsets_com
     finally:
         await offsets.stop()
     assert committed == BURST_NOTIFICATIONS
+
+
+async def test_a_notification_on_the_wrong_partition_still_reaches_its_namespace(
+    cluster: LayerCluster, emulator: EmulatorProcess, producer: AIOKafkaProducer
+) -> None:
+    """Keyed by something else and sent to another partition (e.g. librdkafka's default
+    partitioner): forwarded to the namespace's own partition and applied there."""
+    namespace = unique_namespace("misrouted")
+    emulator.write(namespace, {"upsert_rows": [VECTOR_ROW]})
+    worker = cluster.worker().start()
+    wrong = (partition_for(namespace, cluster.partitions) + 1) % cluster.partitions
+    written_at = int(time.time() * 1000)
+    note = json.dumps({"namespace": namespace, "written_at_ms": written_at}).encode()
+
+    await producer.send_and_wait(cluster.topic("writes"), key=b"app-1", value=note, partition=wrong)
+
+    state = await eventually(
+        lambda: (s := worker.layer_state(namespace))["last_write_ms"] and s, 15, "the write"
+    )
+    assert state["last_write_ms"] >= written_at
+    assert worker.metrics()["write_notifications_forwarded_total"] == 1
