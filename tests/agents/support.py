@@ -107,3 +107,15 @@ def metadata_answer(
     """A return value for the mocked `Upstream.metadata`: `(body, observation)`."""
     index = {"status": status}
     return {"index": index, **fields}, IndexObservation(index_status=status, index=index, **fields)
+
+
+def hold_upstream_answers(upstream_metadata: AsyncMock) -> asyncio.Event:
+    """Make every poll wait upstream (answering `up-to-date`) until the returned event is set."""
+    answer = asyncio.Event()
+
+    async def held(namespace: str, **_: Any) -> Any:
+        await answer.wait()
+        return metadata_answer("up-to-date")
+
+    upstream_metadata.side_effect = held
+    return answer

@@ -6,8 +6,6 @@ then `poller.drain()`, inside the `test_context` block (leaving it cancels the a
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
 from unittest.mock import AsyncMock
 
 import pytest
@@ -30,6 +28,7 @@ from tables.freshness import Freshness, IndexStatus, new_freshness
 
 from .support import (
     eventually,
+    hold_upstream_answers,
     metadata_answer,
     namespace_in_partition,
     registration,
@@ -254,13 +253,7 @@ async def test_a_namespace_made_due_during_its_poll_is_polled_again_after_a_stal
     upstream_metadata: AsyncMock,
 ) -> None:
     freshness_table.data[NS] = new_freshness(NS)
-    answer = asyncio.Event()
-
-    async def slow_metadata(namespace: str, **_: Any) -> Any:
-        await answer.wait()
-        return metadata_answer("up-to-date")
-
-    upstream_metadata.side_effect = slow_metadata
+    answer = hold_upstream_answers(upstream_metadata)
     async with poll_due_namespaces.test_context() as ticks:
         # Poll A starts (at s1) and waits for upstream.
         await ticks.put(value=tick(PARTITION), partition=PARTITION)
@@ -301,13 +294,7 @@ async def test_polls_of_revoked_partitions_end_without_writing_the_table(
     other = namespace_in_partition(other_partition, prefix="other")
     freshness_table.data[NS] = new_freshness(NS)
     freshness_table.data[other] = new_freshness(other)
-    answer = asyncio.Event()
-
-    async def slow_metadata(namespace: str, **_: Any) -> Any:
-        await answer.wait()
-        return metadata_answer("up-to-date")
-
-    upstream_metadata.side_effect = slow_metadata
+    answer = hold_upstream_answers(upstream_metadata)
     flushes = AsyncMock(name="producer.flush")
     monkeypatch.setattr(type(layer_app.producer), "flush", flushes)
     async with poll_due_namespaces.test_context() as agent:
