@@ -97,9 +97,15 @@ async def test_a_fetch_reaches_the_handler_in_one_call_and_other_topics_go_to_fa
     assert not consumer._unacked_messages
 
 
-def test_a_fetch_returns_a_bounded_number_of_records(app: faust.App) -> None:
+async def test_the_kafka_consumer_returns_a_bounded_number_of_records_per_fetch(
+    app: faust.App,
+) -> None:
     """A batch is applied before the next fetch: the bound is what lets ticks in between."""
-    assert app.conf.broker_max_poll_records == batch_consumer.MAX_RECORDS_PER_FETCH
+    kafka_consumer = app.consumer._thread._create_worker_consumer(app.transport)  # not started
+    try:
+        assert kafka_consumer._max_poll_records == batch_consumer.MAX_RECORDS_PER_FETCH
+    finally:
+        await kafka_consumer.stop()
 
 
 async def test_messages_are_not_acked_when_the_handler_fails(
