@@ -38,6 +38,9 @@ def consumer(app: faust.App, monkeypatch: pytest.MonkeyPatch) -> Iterator[Batchi
     consumer._acked.clear()
     consumer._acked_index.clear()
     consumer._unacked_messages.clear()
+    consumer._committed_offset.clear()
+    consumer._gap.clear()
+    consumer._n_acked = 0
 
 
 @pytest.fixture
