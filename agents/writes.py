@@ -8,6 +8,8 @@ time gives the same state as applying them one by one (tested in tests/unit).
 
 from __future__ import annotations
 
+from functools import partial
+
 from faust.types import Message
 from pydantic import ValidationError
 
@@ -69,9 +71,7 @@ async def apply_write_notifications(messages: list[Message]) -> None:
     latest = await coalesce_writes(messages)
     for namespace, (written_at, partition) in latest.items():
         await apply_transition(
-            namespace,
-            partition,
-            lambda prev, ns=namespace, t=written_at: on_write(prev, ns, t),
+            namespace, partition, partial(on_write, namespace=namespace, written_at_ms=written_at)
         )
 
 

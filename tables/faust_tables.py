@@ -35,7 +35,7 @@ class NamespaceRocksDBStore(faust_rocksdb.Store):  # type: ignore[misc]
     """
 
     def _key_db(self, key: bytes) -> Any:
-        partition = partition_for_key(key, self.table.partitions)
+        partition = partition_for_key(key, settings.topic_partitions)
         self._key_index[key] = partition
         return self._db_for_partition(partition)
 
@@ -64,7 +64,7 @@ class NamespaceTable(faust.Table):  # type: ignore[misc]
 
     def partition_for_key(self, key: Any) -> int:
         """The key's own partition, not the current event's: polls write from tasks."""
-        return partition_for(key, self.partitions)
+        return partition_for(key, settings.topic_partitions)
 
     def _new_store_by_url(self, url: str | URL) -> StoreT:
         """Faust's store for `url`, with `NamespaceRocksDBStore` in place of its RocksDB one."""
