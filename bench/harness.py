@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ from tests.processes import layer_env, wait_until  # noqa: E402
 
 __all__ = [
     "API_KEY",
+    "profile_stacks",
+    "share_lines",
     "EmbeddedBroker",
     "free_port",
     "wait_until",
@@ -312,27 +314,37 @@ def short_frame(frame: str) -> str:
     return f"{m.group('func')} ({path})"
 
 
-def summarize_profile(path: Path, top: int = 25) -> str:
-    """Top functions by inclusive ('total') and exclusive ('self') share of samples."""
-    if not path.exists():
-        return f"(no profile at {path})"
-    total = 0
-    inclusive: collections.Counter[str] = collections.Counter()
-    exclusive: collections.Counter[str] = collections.Counter()
-    idle = 0
-    threads: collections.Counter[str] = collections.Counter()
-    buckets: collections.Counter[str] = collections.Counter()
+def profile_stacks(path: Path) -> Iterator[tuple[str | None, list[str], int]]:
+    """`(thread, frames from root to leaf, samples)` for each stack of a py-spy raw profile."""
     for line in path.read_text().splitlines():
         stack, _, count_s = line.rpartition(" ")
         if not stack:
             continue
-        count = int(count_s)
-        total += count
         frames = [short_frame(f) for f in stack.split(";")]
-        if frames and frames[0].startswith(("thread (", "process ")):
-            thread = frames[0]
+        thread = (
+            frames.pop(0) if frames and frames[0].startswith(("thread (", "process ")) else None
+        )
+        yield thread, frames, int(count_s)
+
+
+def share_lines(counts: Iterable[tuple[str, int]], total: int) -> list[str]:
+    """`  12.3%  label` lines, in the order given."""
+    return [f"  {100 * count / total:5.1f}%  {label}" for label, count in counts]
+
+
+def summarize_profile(path: Path, top: int = 25) -> str:
+    """Top functions by inclusive ('total') and exclusive ('self') share of samples."""
+    if not path.exists():
+        return f"(no profile at {path})"
+    total = idle = 0
+    inclusive: collections.Counter[str] = collections.Counter()
+    exclusive: collections.Counter[str] = collections.Counter()
+    threads: collections.Counter[str] = collections.Counter()
+    buckets: collections.Counter[str] = collections.Counter()
+    for thread, frames, count in profile_stacks(path):
+        total += count
+        if thread is not None:
             threads[thread] += count
-            frames = frames[1:]
         if frames and (
             "select (selectors.py)" in frames[-1] or "_run_once" in frames[-1] and len(frames) < 4
         ):
@@ -350,16 +362,14 @@ def summarize_profile(path: Path, top: int = 25) -> str:
             "threads: " + ", ".join(f"{t} {100 * c / total:.1f}%" for t, c in threads.most_common())
         )
     lines.append(
-        "by component (first bucket, in the order listed in harness.BUCKETS, with a frame in the stack; % of samples):"
+        "by component (first bucket, in the order listed in harness.BUCKETS, with a frame in "
+        "the stack; % of samples):"
     )
-    for name, count in buckets.most_common():
-        lines.append(f"  {100 * count / total:5.1f}%  {name}")
+    lines += share_lines(buckets.most_common(), total)
     lines.append("top inclusive (% of samples):")
-    for frame, count in inclusive.most_common(top):
-        lines.append(f"  {100 * count / total:5.1f}%  {frame}")
+    lines += share_lines(inclusive.most_common(top), total)
     lines.append("top self (% of samples):")
-    for frame, count in exclusive.most_common(15):
-        lines.append(f"  {100 * count / total:5.1f}%  {frame}")
+    lines += share_lines(exclusive.most_common(15), total)
     return "\n".join(lines)
 
 

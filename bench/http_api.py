@@ -63,9 +63,10 @@ from harness import (  # noqa: E402
     print_header,
     proc_cpu_s,
     process_cpu_snapshot,
+    profile_stacks,
     profile_worker,
     run_dir,
-    short_frame,
+    share_lines,
 )
 
 METADATA_NAMESPACE = "bench-meta"
@@ -359,13 +360,8 @@ def top_functions(path: Path, top: int = 25) -> str:
     total = 0
     inclusive: collections.Counter[str] = collections.Counter()
     exclusive: collections.Counter[str] = collections.Counter()
-    for line in path.read_text().splitlines():
-        stack, _, count_s = line.rpartition(" ")
-        if not stack:
-            continue
-        count = int(count_s)
+    for _, frames, count in profile_stacks(path):
         total += count
-        frames = [short_frame(f) for f in stack.split(";") if not f.startswith("thread (")]
         for frame in set(frames):
             if not any(b in frame for b in _BORING):
                 inclusive[frame] += count
@@ -374,9 +370,9 @@ def top_functions(path: Path, top: int = 25) -> str:
     if not total:
         return "(empty profile)"
     lines = [f"samples: {total}; top inclusive (% of samples):"]
-    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top)]
+    lines += share_lines(inclusive.most_common(top), total)
     lines.append("top self (% of samples):")
-    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in exclusive.most_common(15)]
+    lines += share_lines(exclusive.most_common(15), total)
     return "\n".join(lines)
 
 

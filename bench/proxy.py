@@ -77,9 +77,10 @@ from harness import (  # noqa: E402
     print_header,
     proc_cpu_s,
     process_cpu_snapshot,
+    profile_stacks,
     profile_worker,
     run_dir,
-    short_frame,
+    share_lines,
 )
 
 QUERY_NS = "bench-proxy-query"
@@ -681,14 +682,7 @@ def summarize(path: Path, top: int = 22) -> str:
     counts = dict.fromkeys((label for label, _ in _COMPONENTS), 0)
     inclusive: collections.Counter[str] = collections.Counter()
     exclusive: collections.Counter[str] = collections.Counter()
-    for line in path.read_text().splitlines():
-        stack, _, count_s = line.rpartition(" ")
-        if not stack:
-            continue
-        count = int(count_s)
-        frames = [
-            short_frame(f) for f in stack.split(";") if not f.startswith(("thread (", "process "))
-        ]
+    for _, frames, count in profile_stacks(path):
         total += count
         for label, test in _COMPONENTS:
             if test(frames):
@@ -703,7 +697,7 @@ def summarize(path: Path, top: int = 22) -> str:
         f"samples: {total}",
         "components (% of samples; indented rows are parts of the row above):",
     ]
-    lines += [f"  {100 * n / total:5.1f}%  {label}" for label, n in counts.items()]
+    lines += share_lines(counts.items(), total)
     skip = ("_run_module_as_main", "_run_code", "<module>", "main (", "run_worker", "execute_from_commandline",
             "run_until_complete", "run_forever", "_run_once")  # fmt: skip
     lines.append("top inclusive (% of samples):")
@@ -716,7 +710,7 @@ def summarize(path: Path, top: int = 22) -> str:
         if shown >= top:
             break
     lines.append("top self (% of samples):")
-    lines += [f"  {100 * c / total:5.1f}%  {f}" for f, c in exclusive.most_common(12)]
+    lines += share_lines(exclusive.most_common(12), total)
     return "\n".join(lines)
 
 
