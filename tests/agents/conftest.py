@@ -48,28 +48,29 @@ async def app(
     due_schedule.clear()
 
 
+def _record_sends(monkeypatch: pytest.MonkeyPatch, topic: faust.TopicT, name: str) -> AsyncMock:
+    """Replace `topic.send` by a mock that records what would have been produced."""
+    mock = AsyncMock(name=f"{name}.send")
+    monkeypatch.setattr(topic, "send", mock)
+    return mock
+
+
 @pytest.fixture
 def stability_send(monkeypatch: pytest.MonkeyPatch) -> AsyncMock:
     """`topics.stability.send`, recorded instead of produced."""
-    mock = AsyncMock(name="stability.send")
-    monkeypatch.setattr(topics.stability, "send", mock)
-    return mock
+    return _record_sends(monkeypatch, topics.stability, "stability")
 
 
 @pytest.fixture
 def writes_send(monkeypatch: pytest.MonkeyPatch) -> AsyncMock:
     """`topics.writes.send` (misrouted notifications are forwarded), recorded."""
-    mock = AsyncMock(name="writes.send")
-    monkeypatch.setattr(topics.writes, "send", mock)
-    return mock
+    return _record_sends(monkeypatch, topics.writes, "writes")
 
 
 @pytest.fixture
 def dead_letter_send(monkeypatch: pytest.MonkeyPatch) -> AsyncMock:
     """`topics.dead_letters.send`, recorded instead of produced."""
-    mock = AsyncMock(name="dead_letters.send")
-    monkeypatch.setattr(topics.dead_letters, "send", mock)
-    return mock
+    return _record_sends(monkeypatch, topics.dead_letters, "dead_letters")
 
 
 @pytest.fixture
