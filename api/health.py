@@ -1,7 +1,9 @@
 """Probes, without auth or upstream I/O: `/healthz` (alive) and `/readyz` (serving).
 
-A worker is ready once it holds partitions and its tables are recovered from the
-changelog: before that, its table reads would answer from partial state.
+A worker is ready once it holds partitions, every one of them is recovered from the
+changelog, and it is not shutting down (`layer.readiness`). Not ready, the body says why
+and, while tables recover, how far each partition's replay got, so an operator can see a
+long recovery advance.
 """
 
 from __future__ import annotations
@@ -9,15 +11,9 @@ from __future__ import annotations
 from faust import web
 
 from layer.app import app
+from layer.readiness import readiness
 
-__all__ = ["Healthz", "Readyz", "worker_is_ready"]
-
-
-def worker_is_ready() -> bool:
-    """Partitions assigned, no rebalance in progress, table recovery complete."""
-    if app.rebalancing or not app.tables.recovery.completed.is_set():
-        return False
-    return bool(app.consumer.assignment())
+__all__ = ["Healthz", "Readyz"]
 
 
 @app.page("/healthz")
@@ -33,8 +29,21 @@ class Readyz(web.View):
     """Readiness probe: 200 when serving from recovered tables, 503 until then."""
 
     async def get(self, request: web.Request) -> web.Response:
-        if worker_is_ready():
-            return self.json({"status": "ready"})
+        ready = sorted(readiness.ready_partitions())
+        if readiness.is_ready():
+            return self.json({"status": "ready", "ready_partitions": ready})
+        if readiness.shutting_down:
+            reason = "shutting down"
+        elif not readiness.owned():
+            reason = "no partitions assigned yet"
+        else:
+            reason = "recovering tables"
         return self.json(
-            {"status": "error", "error": "worker not ready: recovering tables"}, status=503
+            {
+                "status": "error",
+                "error": f"worker not ready: {reason}",
+                "ready_partitions": ready,
+                "recovering": [p.model_dump() for p in readiness.recovery_progress()],
+            },
+            status=503,
         )

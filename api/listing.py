@@ -27,12 +27,13 @@ from api.http import model_response, query_int
 from api.metadata import local_block, observe_namespace
 from api.models import LayerBlock, NamespaceListing, NamespaceRow, WarmAccepted
 from api.operations import accepted_response, operations, prefers_async
-from api.replica import get_from_owner, holds_namespace, owner_url
-from api.shapes import listing_row
+from api.replica import get_from_owner, not_ready, owner_url
+from api.shapes import layer_block, listing_row
 from api.watcher_events import record_cache_activity
 from layer.app import app, settings
 from layer.errors import LayerError
 from layer.events import NAMESPACE_PATTERN
+from layer.readiness import readiness
 from layer.services import upstream
 from layer.upstream import MAX_ERROR_CHARS, validate_namespace
 
@@ -92,23 +93,41 @@ def _short(exc: Exception) -> str:
 async def _row(
     name: str, credential: Credential, authorization: str, slots: asyncio.Semaphore
 ) -> NamespaceRow:
+    """One enriched row, from this worker's table or its owner's (never from unready state).
+
+    A partition nobody can answer for yet makes the whole page a 503 (`not_ready`): a row
+    with a missing or older watermark would contradict what the owner said a moment ago.
+    """
+    local = readiness.answers(name)
     async with slots:
         try:
-            owner = None if holds_namespace(name) else owner_url(name)
-            if owner is None:
+            if local:
                 body, block = await observe_namespace(name, credential)
             else:
+                owner = owner_url(name)
+                if owner is None:
+                    raise not_ready(f"freshness of {name}", "its partition has no ready owner yet")
                 remote: dict[str, Any] = await get_from_owner(
                     owner, f"/v2/namespaces/{name}/metadata", authorization
                 )
                 block = LayerBlock.model_validate(remote.pop("layer"))
                 body = remote
+        except ApiError as exc:
+            if exc.status == 503:
+                raise
+            return _failed_row(name, local, exc)
         except (LayerError, ValueError, KeyError) as exc:
-            return listing_row(
-                name, None, local_block(name), warm_inflight=name in _warming,
-                metadata_error=_short(exc),
-            )  # fmt: skip
+            return _failed_row(name, local, exc)
     return listing_row(name, body, block, warm_inflight=name in _warming)
+
+
+def _failed_row(name: str, local: bool, exc: Exception) -> NamespaceRow:
+    """A row whose metadata call failed: freshness from this worker's table if it owns the
+    namespace, none otherwise (the owner's answer was the error)."""
+    block = local_block(name) if local else layer_block(None, "unknown")
+    return listing_row(
+        name, None, block, warm_inflight=name in _warming, metadata_error=_short(exc)
+    )
 
 
 async def build_listing(

@@ -17,7 +17,7 @@ from api.auth import Credential, credential_of
 from api.http import model_response
 from api.models import LayerBlock
 from api.notifications import notification_buffer
-from api.replica import forward_to_owner, must_forward
+from api.replica import forward_to_owner, read_route
 from api.shapes import layer_block, metadata_body
 from api.watcher_events import register_read
 from layer.app import app, settings
@@ -63,7 +63,7 @@ class NamespaceMetadata(web.View):
 
     async def get(self, request: web.Request, namespace: str) -> web.Response:
         validate_namespace(namespace)
-        if (owner := must_forward(request, namespace)) is not None:
+        if (owner := read_route(request, namespace)) is not None:
             return await forward_to_owner(request, owner)
         body, block = await observe_namespace(namespace, credential_of(request))
         return model_response(metadata_body(body, block))

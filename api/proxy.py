@@ -33,12 +33,13 @@ from yarl import URL
 from api.auth import credential_of
 from api.errors import ApiError
 from api.notifications import notification_buffer
-from api.replica import ROUTED_HEADER, holds_namespace, owner_url
+from api.replica import ROUTED_HEADER, not_ready, owner_url
 from api.stable_reads import stable_read_cut, with_stable_filter
 from api.watcher_events import record_cache_activity
 from api.write_body import ReservedAttribute, plan_stamps
 from layer.app import settings
 from layer.clock import now_ms
+from layer.readiness import readiness
 from layer.upstream import validate_namespace
 from tables.faust_tables import freshness_table
 
@@ -229,7 +230,9 @@ async def _proxy_query(
     request: web.Request, namespace: str, url: str, headers: dict[str, str]
 ) -> web.StreamResponse:
     raw = await _read_body(request)
-    state = freshness_table.get(namespace)
+    # State this worker has not recovered (or no longer owns) is no basis for a cut: such a
+    # query goes unfiltered, as for a namespace Layer does not know.
+    state = freshness_table.get(namespace) if readiness.answers(namespace) else None
     stable_as_of = state.stable_as_of if state is not None else None
     cut = stable_read_cut(state) if settings.stable_reads else None
     if notification_buffer.unconfirmed(namespace):
@@ -265,13 +268,19 @@ async def _proxy_query(
     )
 
 
-async def _relay_to_owner(request: web.Request, owner: str) -> web.StreamResponse:
+async def _relay_to_owner(request: web.Request, namespace: str, owner: str) -> web.StreamResponse:
     """A query on a namespace another worker owns: that worker holds the state to decide."""
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | _INFLATED}
     headers[ROUTED_HEADER] = "1"
-    upstream = await _send(
-        request.method, f"{owner}{request.rel_url}", headers, _body_stream(request)
-    )
+    try:
+        upstream = await _send(
+            request.method, f"{owner}{request.rel_url}", headers, _body_stream(request)
+        )
+    except ApiError as exc:
+        if exc.status != 502:
+            raise
+        # Not upstream's failure: the owning worker is gone (restarting, leaving).
+        raise not_ready(f"freshness of {namespace}", f"worker {owner} unreachable") from None
     return await _stream_back(request, upstream)
 
 
@@ -295,9 +304,12 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         if rest == "":
             return await _proxy_write(request, namespace, url, headers)
         if rest in _QUERY_SUFFIXES:
-            if ROUTED_HEADER not in request.headers and not holds_namespace(namespace):
-                if (owner := owner_url(namespace)) is not None:
-                    return await _relay_to_owner(request, owner)
+            if (
+                not readiness.answers(namespace)
+                and ROUTED_HEADER not in request.headers
+                and (owner := owner_url(namespace)) is not None
+            ):
+                return await _relay_to_owner(request, namespace, owner)
             return await _proxy_query(request, namespace, url, headers)
     body = _body_stream(request) if request.body_exists else None
     upstream = await _send(request.method, url, headers, body)

@@ -8,8 +8,13 @@ measured standby partitions that stopped following the changelog after the initi
 recovery (a row written on the owner never appeared on the standby), so a replica would
 answer stale or cold state; routing cannot. The owner is found from the partition
 assignor's table map with the same partitioner producers use on the plain UTF-8 key bytes
-(NOTES-kafka.md §4). A forwarded request carries `X-Layer-Routed` and is always answered
-where it lands, so two workers can never bounce a request between them.
+(NOTES-kafka.md §4). A forwarded request carries `X-Layer-Routed` and is answered where it
+lands or refused there, so two workers can never bounce a request between them.
+
+Never an answer from state that is not there (DESIGN.md, "Answering truthfully", rule 2): a
+worker answers only for partitions it owns *and* has recovered (`layer.readiness`); a read
+it cannot answer goes to the owner, and is refused with 503 + `Retry-After` when the owner
+is unknown, not ready, or unreachable: never stale state, never a 500 because a peer left.
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ from typing import Any
 
 import httpx
 from aiohttp import web
-from faust.types import TP
 
+from api.errors import ApiError
 from layer.app import app, settings
 from layer.events import partition_for
 from layer.http_transport import AiohttpTransport
-from layer.upstream import MAX_ERROR_CHARS, UpstreamStatusError, UpstreamUnavailable
+from layer.readiness import readiness
+from layer.upstream import MAX_ERROR_CHARS, UpstreamStatusError
 from tables.faust_tables import freshness_table
 
 __all__ = [
@@ -31,9 +37,9 @@ __all__ = [
     "close_peer_client",
     "forward_to_owner",
     "get_from_owner",
-    "holds_namespace",
-    "must_forward",
+    "not_ready",
     "owner_url",
+    "read_route",
 ]
 
 ROUTED_HEADER = "X-Layer-Routed"
@@ -49,13 +55,17 @@ _peer_client = httpx.AsyncClient(
 )
 
 
-def holds_namespace(namespace: str) -> bool:
-    """True if this worker owns (actively processes) the namespace's partition."""
-    actives = app.assignor.assigned_actives()
-    if not actives:
-        return True  # not part of a group (yet): nobody else to ask
-    partition = partition_for(namespace, settings.topic_partitions)
-    return TP(freshness_table.changelog_topic.get_topic_name(), partition) in actives
+#: What a read of a partition nobody can answer yet says (a rebalance or recovery takes seconds).
+NOT_READY_RETRY_AFTER_S = 1
+
+
+def not_ready(what: str, why: str) -> ApiError:
+    """503 + Retry-After: the state to answer from is not there (yet)."""
+    return ApiError(
+        503,
+        f"{what} is not available right now ({why}); retry shortly",
+        {"Retry-After": str(NOT_READY_RETRY_AFTER_S)},
+    )
 
 
 def owner_url(namespace: str) -> str | None:
@@ -79,7 +89,12 @@ async def forward_to_owner(request: web.Request, owner: str) -> web.Response:
         name: request.headers[name] for name in _FORWARDED_HEADERS if name in request.headers
     }
     headers[ROUTED_HEADER] = "1"
-    response = await _peer_client.get(f"{owner}{request.rel_url}", headers=headers)
+    try:
+        response = await _peer_client.get(f"{owner}{request.rel_url}", headers=headers)
+    except httpx.TransportError as exc:
+        # The owner is gone or restarting: the partition has no ready answerer for now.
+        why = f"worker {owner} unreachable: {type(exc).__name__}"
+        raise not_ready(request.path, why) from None
     return web.Response(
         status=response.status_code,
         body=response.content,
@@ -87,11 +102,21 @@ async def forward_to_owner(request: web.Request, owner: str) -> web.Response:
     )
 
 
-def must_forward(request: web.Request, namespace: str) -> str | None:
-    """The owner to forward this read to, or None to answer it here."""
-    if ROUTED_HEADER in request.headers or holds_namespace(namespace):
+def read_route(request: web.Request, namespace: str) -> str | None:
+    """Where a read of `namespace` is answered: None for here, or the owner to forward to.
+
+    Here only if this worker owns the namespace's partition and has recovered it; otherwise
+    the owner (which checks its own readiness), unless this read was forwarded already or
+    the owner is unknown or this worker: then 503 (`not_ready`), never stale state.
+    """
+    if readiness.answers(namespace):
         return None
-    return owner_url(namespace)
+    if ROUTED_HEADER in request.headers:
+        raise not_ready(f"freshness of {namespace}", "its partition is recovering or moving")
+    owner = owner_url(namespace)
+    if owner is None:
+        raise not_ready(f"freshness of {namespace}", "its partition has no ready owner yet")
+    return owner
 
 
 async def close_peer_client() -> None:
@@ -104,11 +129,17 @@ async def get_from_owner(owner: str, path: str, authorization: str) -> Any:
     try:
         response = await _peer_client.get(f"{owner}{path}", headers=headers)
     except httpx.TransportError as exc:
-        raise UpstreamUnavailable(f"worker {owner} unreachable ({type(exc).__name__})") from None
+        raise not_ready(path, f"worker {owner} unreachable: {type(exc).__name__}") from None
+    if response.status_code == 503:
+        raise ApiError(503, _error_message(response), {"Retry-After": str(NOT_READY_RETRY_AFTER_S)})
     if response.status_code >= 400:
-        try:
-            message = str(response.json().get("error", ""))
-        except ValueError:
-            message = response.reason_phrase
-        raise UpstreamStatusError(response.status_code, message[:MAX_ERROR_CHARS])
+        raise UpstreamStatusError(response.status_code, _error_message(response))
     return response.json()
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        message = str(response.json().get("error", ""))
+    except (ValueError, AttributeError):
+        message = response.reason_phrase
+    return message[:MAX_ERROR_CHARS]

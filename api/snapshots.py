@@ -11,7 +11,7 @@ from faust import web
 
 from api.errors import ApiError
 from api.http import model_response, query_int
-from api.replica import forward_to_owner, must_forward
+from api.replica import forward_to_owner, read_route
 from api.shapes import snapshot_body, snapshot_page
 from layer.app import app
 from layer.upstream import validate_namespace
@@ -34,7 +34,7 @@ class NamespaceSnapshots(web.View):
         limit = query_int(request, "limit", default=DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
         before = query_int(request, "before", default=None, minimum=0, maximum=MAX_EPOCH_MS)
         as_of = query_int(request, "as_of", default=None, minimum=0, maximum=MAX_EPOCH_MS)
-        if (owner := must_forward(request, namespace)) is not None:
+        if (owner := read_route(request, namespace)) is not None:
             return await forward_to_owner(request, owner)
         history = snapshots_table.get(namespace)
         if as_of is not None:

@@ -122,7 +122,10 @@ def test_every_error_is_turbopuffers_error_shape(
 
 def test_probes_answer_without_a_key(worker: WorkerProcess) -> None:
     assert httpx.get(f"{worker.url}/healthz").json() == {"status": "ok"}
-    assert httpx.get(f"{worker.url}/readyz").json() == {"status": "ready"}
+    ready = httpx.get(f"{worker.url}/readyz")
+    assert ready.status_code == 200
+    # A single worker owns and has recovered every partition.
+    assert ready.json() == {"status": "ready", "ready_partitions": [0, 1, 2, 3]}
 
 
 def test_upstream_unreachable_is_502_and_timeout_is_504(
