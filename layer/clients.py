@@ -9,6 +9,11 @@ Consumers follow stability changes:
 
     async for change in stability_changes("127.0.0.1:9092", prefix="prod"):
         print(change.namespace, change.change, change.stable_as_of)
+
+Both need Layer's topics to exist (a worker creates them) and raise `TopicMissingError` at
+start if they do not: their Kafka clients never let a broker auto-create a topic
+(`layer.kafka_topics.without_auto_creation`; other aiokafka clients of the application keep
+aiokafka's behaviour).
 """
 
 from __future__ import annotations
@@ -23,8 +28,14 @@ from pydantic import ValidationError
 
 from layer.clock import now_ms
 from layer.events import StabilityChange, WriteNotification
+from layer.kafka_topics import (
+    TopicMissingError,
+    require_topics,
+    require_topics_at,
+    without_auto_creation,
+)
 
-__all__ = ["WriteNotifier", "bootstrap_servers", "stability_changes"]
+__all__ = ["TopicMissingError", "WriteNotifier", "bootstrap_servers", "stability_changes"]
 
 
 def bootstrap_servers(broker_url: str) -> str:
@@ -39,7 +50,9 @@ class WriteNotifier:
     """Publishes write notifications to `{topic_prefix}.writes`, keyed by namespace.
 
     Call `notify` *after* turbopuffer acknowledged the write: the notification's time is
-    taken then, and Layer relies on it being no earlier than the commit.
+    taken then, and Layer relies on it being no earlier than the commit. `start` raises
+    `TopicMissingError` if the topic does not exist; a send to a topic deleted since fails
+    (after the producer's request timeout) rather than create it.
     """
 
     def __init__(
@@ -47,10 +60,17 @@ class WriteNotifier:
     ) -> None:
         self.topic = f"{topic_prefix}.writes"
         self.source = source
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(bootstrap))
+        self._producer = without_auto_creation(
+            AIOKafkaProducer(bootstrap_servers=bootstrap_servers(bootstrap))
+        )
 
     async def start(self) -> None:
         await self._producer.start()
+        try:
+            await require_topics(self._producer.client, [self.topic])
+        except BaseException:
+            await self._producer.stop()
+            raise
 
     async def stop(self) -> None:
         await self._producer.stop()
@@ -112,14 +132,19 @@ async def stability_changes(
     """Yield stability changes, optionally only for one namespace or a name prefix.
 
     Without `group_id` every iterator sees every change; events that do not parse are
-    skipped (they cannot come from a Layer worker of this version).
+    skipped (they cannot come from a Layer worker of this version). Raises
+    `TopicMissingError` if `{topic_prefix}.stability` does not exist.
     """
-    consumer = AIOKafkaConsumer(
-        f"{topic_prefix}.stability",
-        bootstrap_servers=bootstrap_servers(bootstrap),
-        group_id=group_id,
-        auto_offset_reset="earliest" if from_beginning else "latest",
-        enable_auto_commit=group_id is not None,
+    topic = f"{topic_prefix}.stability"
+    await require_topics_at(bootstrap_servers(bootstrap), [topic])
+    consumer = without_auto_creation(
+        AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap_servers(bootstrap),
+            group_id=group_id,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            enable_auto_commit=group_id is not None,
+        )
     )
     await consumer.start()
     try:
