@@ -7,11 +7,16 @@ exponential backoff. The buffer holds at most one pending notification per names
 `LAYER_NOTIFY_BUFFER_NAMESPACES` namespaces; a namespace that does not fit is *unconfirmed*:
 this worker reports it `unknown` (never stable) until a later notification for it gets
 through. Retries, drops and sends are counted in /metrics.
+
+A notification accepted before the producer is up (or while the broker is away, or before
+the topic exists: Layer never lets a broker create it, `layer.kafka_topics`) waits here and
+is retried; `has_pending` tells whether one for a namespace is still unacknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections import OrderedDict
@@ -22,6 +27,7 @@ from layer.app import settings
 from layer.clients import WriteNotifier
 from layer.clock import now_ms
 from layer.events import WriteNotification
+from layer.kafka_topics import TopicMissingError
 from layer.metrics import counters
 
 __all__ = ["NotificationBuffer", "notification_buffer"]
@@ -37,6 +43,10 @@ SEND_TIMEOUT_S = 10.0
 LINGER_S = 0.005
 #: Notifications sent in one go at most.
 MAX_BATCH = 500
+
+#: Failures of a send that are the broker's or the topic's, retried without a traceback.
+#: (`asyncio.TimeoutError` is `TimeoutError` on Python >= 3.11.)
+DELIVERY_ERRORS = (KafkaError, OSError, TimeoutError, TopicMissingError)
 
 
 class NotificationBuffer:
@@ -85,13 +95,23 @@ class NotificationBuffer:
         """True if a write's notification for `namespace` could not be buffered."""
         return namespace in self._unconfirmed
 
+    def has_pending(self, namespace: str) -> bool:
+        """True while a notification for `namespace` was accepted but Kafka has not yet
+        acknowledged it (waiting, or being sent)."""
+        return namespace in self._pending
+
     def pending(self) -> int:
         return len(self._pending)
 
     async def _send(self, *notes: WriteNotification) -> None:
         if self._notifier is None:
             notifier = WriteNotifier(self._bootstrap, topic_prefix=self._topic_prefix)
-            await asyncio.wait_for(notifier.start(), SEND_TIMEOUT_S)
+            try:
+                await asyncio.wait_for(notifier.start(), SEND_TIMEOUT_S)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(notifier.stop(), SEND_TIMEOUT_S)
+                raise
             self._notifier = notifier
         await asyncio.wait_for(self._notifier.send(*notes), SEND_TIMEOUT_S)
 
@@ -106,9 +126,14 @@ class NotificationBuffer:
                 batch = list(self._pending.items())[:MAX_BATCH]
                 try:
                     await self._send(*(note for _, note in batch))
-                except (KafkaError, OSError, TimeoutError) as exc:
+                except Exception as exc:  # never lose them: a send that failed is retried
                     counters["notify_retries_total"] += 1
-                    log.warning("%d notifications not delivered (%r); retrying", len(batch), exc)
+                    if isinstance(exc, DELIVERY_ERRORS):
+                        log.warning(
+                            "%d notifications not delivered (%r); retrying", len(batch), exc
+                        )
+                    else:
+                        log.exception("%d notifications not delivered; retrying", len(batch))
                     await self._reset_notifier()
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RETRY_MAX_S)
@@ -126,7 +151,7 @@ class NotificationBuffer:
         if notifier is not None:
             try:
                 await asyncio.wait_for(notifier.stop(), SEND_TIMEOUT_S)
-            except (KafkaError, OSError, TimeoutError):
+            except DELIVERY_ERRORS:
                 pass
 
     async def close(self) -> None:
@@ -137,7 +162,7 @@ class NotificationBuffer:
             try:
                 await self._send(*self._pending.values())
                 self._pending.clear()
-            except (KafkaError, OSError, TimeoutError):
+            except DELIVERY_ERRORS:
                 log.error("%d write notifications undelivered at shutdown", len(self._pending))
         await self._reset_notifier()
 
