@@ -211,13 +211,37 @@ async def poll_due_namespaces(stream: AsyncIterator[bytes]) -> None:
         await handle_tick_event(event)
 
 
+class _TickFailures:
+    """Failed tick rounds in a row: the first is logged as a warning, the rest quietly (one
+    a tick interval would flood the log during a broker outage), the recovery once."""
+
+    streak = 0
+
+
 @app.timer(interval=settings.tick_interval_ms / 1000, on_leader=True)
 async def publish_poll_ticks() -> None:
-    """One tick per partition: the owner of each partition polls what is due there."""
+    """One tick per partition: the owner of each partition polls what is due there.
+
+    A failed send must not stop the worker (an exception here would crash Faust's timer and
+    with it the app): it is logged and counted (`tick_send_failures_total`), and the round ends
+    there; the next tick, one interval later, tries again. A lost tick only delays polls.
+    """
     issued_at = now_ms()
     for partition in range(settings.topic_partitions):
         tick = PollTick(partition=partition, issued_at_ms=issued_at)
-        await topics.ticks.send(partition=partition, value=tick.model_dump_json().encode())
+        try:
+            await topics.ticks.send(partition=partition, value=tick.model_dump_json().encode())
+        except Exception as exc:  # whatever the producer raised: the next tick retries
+            counters["tick_send_failures_total"] += 1
+            _TickFailures.streak += 1
+            level = logging.WARNING if _TickFailures.streak == 1 else logging.DEBUG
+            log.log(
+                level, "poll tick for partition %d not sent (%r); next tick retries", partition, exc
+            )
+            return
+    if _TickFailures.streak:
+        log.info("poll ticks sent again after %d failed rounds", _TickFailures.streak)
+        _TickFailures.streak = 0
 
 
 @app.on_partitions_assigned.connect

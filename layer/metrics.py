@@ -26,6 +26,7 @@ HELP = {
     "stability_events_total": "Stability-change events published.",
     "polls_total": "Upstream metadata polls started by the watcher.",
     "poll_failures_total": "Watcher polls that failed (error status, timeout, bad body).",
+    "tick_send_failures_total": "Poll ticks the leader could not send (retried next tick).",
     "registrations_total": "Registrations (namespaces first seen on reads) applied.",
     "notify_sent_total": "Proxied-write notifications delivered to Kafka.",
     "notify_retries_total": "Proxied-write notification sends that failed and were retried.",
