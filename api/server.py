@@ -1,6 +1,7 @@
 """Installs Layer's middlewares on Faust's web server.
 
-Order (outermost first): errors (everything below answers in turbopuffer's error shape),
+Order (outermost first): shutdown (refuses new requests once the hand-over began, counts
+those in flight), errors (everything below answers in turbopuffer's error shape),
 compression, auth (every route but the probes), the per-key rate limit. Then Layer's own
 routes, and last the catch-all proxy to turbopuffer (api/proxy.py).
 """
@@ -15,6 +16,7 @@ from api.middleware import compression_middleware, rate_limit_middleware
 from api.notifications import notification_buffer
 from api.proxy import close_proxy_client, proxy
 from api.replica import close_peer_client
+from api.shutdown import shutdown_middleware
 from layer.app import app, settings
 
 __all__ = ["install_middlewares"]
@@ -24,6 +26,7 @@ def install_middlewares(web: Any) -> None:
     """Called by Faust when its web server is built, after every page is registered."""
     web.web_app.middlewares.extend(
         [
+            shutdown_middleware,
             error_middleware,
             compression_middleware,
             auth_middleware(settings),
@@ -41,6 +44,7 @@ app.on_webserver_init = install_middlewares  # type: ignore[method-assign]
 
 @app.on_before_shutdown.connect
 async def close_connections(sender: Any, *args: Any, **kwargs: Any) -> None:
+    """Last: requests were drained and notifications delivered by `api.shutdown.hand_over`."""
     await notification_buffer.close()
     await close_proxy_client()
     await close_peer_client()

@@ -201,6 +201,12 @@ class Settings(BaseSettings):
         validation_alias=_env("LAYER_PROXY_TIMEOUT_MS"),
         description="Timeout of a proxied turbopuffer request (the SDK's own default is 60 s).",
     )
+    shutdown_grace_ms: PositiveMs = Field(
+        25_000,
+        validation_alias=_env("LAYER_SHUTDOWN_GRACE_MS"),
+        description="On SIGTERM, how long requests in flight may take to finish before the "
+        "worker leaves its group anyway (below a typical 30 s orchestrator grace period).",
+    )
     max_body_bytes: int = Field(
         256 * 1024 * 1024,
         ge=1024,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import faust
+
 import agents.ticks  # noqa: F401  (registers the watcher)
 import agents.writes  # noqa: F401  (registers the writes agent)
 import api.health  # noqa: F401
@@ -10,8 +12,21 @@ import api.metadata  # noqa: F401
 import api.metrics  # noqa: F401
 import api.openapi  # noqa: F401
 import api.operations  # noqa: F401
-import api.server  # noqa: F401  (middlewares: errors, compression, auth, rate limit)
+import api.server  # noqa: F401  (middlewares: shutdown, errors, compression, auth, rate limit)
 import api.snapshots  # noqa: F401
-from layer.app import app
+from api.shutdown import hand_over
+from layer.app import app, settings
 
-__all__ = ["app"]
+__all__ = ["LayerWorker", "app"]
+
+
+class LayerWorker(faust.Worker):  # type: ignore[misc]
+    """Faust's worker, whose stop begins with the hand-over (`api.shutdown`).
+
+    The worker stops itself before its children (the app: consumer, web server, producer),
+    so requests are drained and notifications delivered while all of those still run.
+    """
+
+    async def on_stop(self) -> None:
+        await hand_over(settings.shutdown_grace_ms / 1000)
+        await super().on_stop()

@@ -1,0 +1,80 @@
+"""Graceful shutdown as a hand-over (DESIGN.md, "Answering truthfully", rule 6).
+
+On SIGTERM the worker, before Faust stops anything: stops taking requests (a new one is
+answered 503 + `Retry-After` + `Connection: close`, so clients and load balancers go to
+another worker; `/readyz` says not ready, `/healthz` still alive), waits for the requests in
+flight to finish (at most `LAYER_SHUTDOWN_GRACE_MS`), and delivers the pending write
+notifications. Only then does Faust leave the group and the clients close, so no request
+ever meets a closed client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from api.auth import PUBLIC_PATHS
+from api.errors import Handler, error_response
+from api.notifications import notification_buffer
+from api.replica import NOT_READY_RETRY_AFTER_S
+from layer.readiness import readiness
+
+__all__ = ["hand_over", "in_flight", "shutdown_middleware"]
+
+log = logging.getLogger(__name__)
+
+
+class InFlight:
+    """Counts requests being handled; wakes whoever waits for none."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """True if every request finished within `timeout_s`."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+
+in_flight = InFlight()
+
+
+@web.middleware
+async def shutdown_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: refuses new work once the hand-over began, counts the rest."""
+    if readiness.shutting_down and request.path not in PUBLIC_PATHS:
+        return error_response(
+            503,
+            "this Layer worker is shutting down; retry (another worker will answer)",
+            {"Retry-After": str(NOT_READY_RETRY_AFTER_S), "Connection": "close"},
+        )
+    in_flight.enter()
+    try:
+        return await handler(request)
+    finally:
+        in_flight.leave()
+
+
+async def hand_over(grace_s: float) -> None:
+    """Stop taking requests, let those in flight finish, deliver pending notifications."""
+    readiness.shutting_down = True
+    log.info("shutting down: %d requests in flight, no new ones taken", in_flight.count)
+    if not await in_flight.wait_idle(grace_s):
+        log.warning("%d requests still in flight after %.0f s; stopping", in_flight.count, grace_s)
+    await notification_buffer.close()
