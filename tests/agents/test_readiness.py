@@ -1,0 +1,133 @@
+"""Per-partition readiness through Faust's rebalance sequence (layer/readiness.py).
+
+The assignment is what Faust's assignor would say; the sequence of signals is Faust's:
+revoked → assigned → (recovery) → recovered, possibly interrupted by another rebalance.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from layer.events import partition_for
+from layer.readiness import Readiness
+
+PARTITIONS = 4
+
+
+class Assignment:
+    """Stands in for `app.assignor.assigned_actives()`: the partitions held right now."""
+
+    def __init__(self) -> None:
+        self.partitions: frozenset[int] = frozenset()
+
+
+@pytest.fixture
+def assignment() -> Assignment:
+    return Assignment()
+
+
+def _readiness(assignment: Assignment, monkeypatch: pytest.MonkeyPatch) -> Readiness:
+    readiness = Readiness(["t-freshness-changelog", "t-snapshots-changelog"], PARTITIONS)
+    monkeypatch.setattr(readiness, "owned", lambda: assignment.partitions)
+    return readiness
+
+
+def _rebalance(readiness: Readiness, assignment: Assignment, held: set[int], gen: int) -> None:
+    readiness.on_revoked()
+    assignment.partitions = frozenset(held)
+    readiness.on_assigned(gen)
+
+
+def test_nothing_is_ready_before_the_first_recovery(
+    assignment: Assignment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readiness = _readiness(assignment, monkeypatch)
+    assert not readiness.is_ready()  # no assignment at all: not "nobody else to ask"
+    _rebalance(readiness, assignment, {0, 1, 2, 3}, gen=1)
+    assert readiness.ready_partitions() == frozenset()
+    assert not readiness.answers("products")
+    readiness.on_recovered(1)
+    assert readiness.is_ready()
+    assert readiness.answers("products")
+
+
+def test_partitions_kept_across_a_rebalance_answer_while_new_ones_recover(
+    assignment: Assignment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readiness = _readiness(assignment, monkeypatch)
+    _rebalance(readiness, assignment, {0, 1}, gen=1)
+    readiness.on_recovered(1)
+    readiness.on_revoked()
+    assert readiness.ready_partitions() == frozenset(), "nothing answers between the two halves"
+    assignment.partitions = frozenset({1, 2})
+    readiness.on_assigned(2)
+    assert readiness.ready_partitions() == {1}, "kept: its rows are this worker's own"
+    assert not readiness.is_ready(), "partition 2 still recovers"
+    readiness.on_recovered(2)
+    assert readiness.ready_partitions() == {1, 2}
+
+
+def test_a_recovery_of_an_older_generation_readies_nothing(
+    assignment: Assignment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readiness = _readiness(assignment, monkeypatch)
+    _rebalance(readiness, assignment, {0, 1}, gen=1)
+    readiness.on_revoked()  # another rebalance began while generation 1 recovered
+    readiness.on_recovered(1)
+    assert readiness.ready_partitions() == frozenset()
+    assignment.partitions = frozenset({0, 1, 2, 3})
+    readiness.on_assigned(2)
+    readiness.on_recovered(1)
+    assert readiness.ready_partitions() == frozenset()
+    readiness.on_recovered(2)
+    assert readiness.is_ready()
+
+
+def test_shutting_down_answers_nothing(
+    assignment: Assignment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readiness = _readiness(assignment, monkeypatch)
+    _rebalance(readiness, assignment, {0, 1, 2, 3}, gen=1)
+    readiness.on_recovered(1)
+    readiness.shutting_down = True
+    assert not readiness.is_ready()
+    assert not any(readiness.answers(f"ns-{i}") for i in range(20))
+
+
+Step = st.one_of(
+    st.tuples(st.just("rebalance"), st.frozensets(st.integers(0, PARTITIONS - 1))),
+    st.tuples(st.just("recovered"), st.none()),
+    st.tuples(st.just("stale_recovered"), st.none()),
+)
+
+
+@given(st.lists(Step, max_size=30))
+def test_a_partition_answers_only_if_recovered_since_it_was_newly_assigned(
+    steps: list[tuple[str, frozenset[int] | None]],
+) -> None:
+    """The rule behind every answer, over any sequence of rebalances and recoveries."""
+    assignment = Assignment()
+    readiness = Readiness(["t-freshness-changelog"], PARTITIONS)
+    readiness.owned = lambda: assignment.partitions  # type: ignore[method-assign]
+    generation = 0
+    recovered: set[int] = set()  # model: partitions whose rows are complete on this worker
+    for action, held in steps:
+        if action == "rebalance":
+            assert held is not None
+            generation += 1
+            readiness.on_revoked()
+            recovered &= held  # kept partitions stay complete; the others are gone
+            assignment.partitions = held
+            readiness.on_assigned(generation)
+        elif action == "recovered":
+            readiness.on_recovered(generation)
+            recovered = set(assignment.partitions)
+        else:
+            readiness.on_recovered(generation - 1)  # a late signal of an older generation
+        assert readiness.ready_partitions() <= recovered
+        assert readiness.ready_partitions() <= assignment.partitions
+        for name in ("a", "b", "c", "products"):
+            if readiness.answers(name):
+                assert partition_for(name, PARTITIONS) in recovered
