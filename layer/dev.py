@@ -137,7 +137,8 @@ class DevStack:
         )
         worker_env.pop("TURBOPUFFER_REGION", None)
         worker = self._spawn([sys.executable, "-m", "layer", "worker"], "worker.log", worker_env)
-        wait_http_ok(f"{self.settings.web_url}/healthz", worker, START_TIMEOUT_S)
+        # Ready, not just alive: the banner's example must get an answer, not a 503.
+        wait_http_ok(f"{self.settings.web_url}/readyz", worker, START_TIMEOUT_S)
 
     def stop(self) -> None:
         """Stop the worker first (it commits and leaves the group), then the rest."""

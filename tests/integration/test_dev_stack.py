@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
 
-from layer.dev import port_in_use
+from layer.dev import DEV_API_KEY, port_in_use
 from layer.embedded_broker import free_port
 from tests.integration.conftest import wait_until
 
@@ -75,3 +77,59 @@ def test_layer_dev_refuses_a_port_in_use_and_names_the_setting(tmp_path: Path) -
     assert result.returncode != 0
     assert "LAYER_PORT" in result.stderr and str(ports["layer"]) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _readme_example(base: str, namespace: str) -> tuple[httpx.Response, httpx.Response]:
+    """The README's two curl commands: a write through Layer, then the metadata read."""
+    auth = {"Authorization": f"Bearer {DEV_API_KEY}"}
+    written = httpx.post(
+        f"{base}/v2/namespaces/{namespace}",
+        headers=auth,
+        json={"upsert_rows": [{"id": 1, "title": "hello"}]},
+        timeout=30,
+    )
+    read = httpx.get(f"{base}/v2/namespaces/{namespace}/metadata", headers=auth, timeout=30)
+    return written, read
+
+
+def test_layer_dev_survives_the_readme_example_before_and_at_the_banner(tmp_path: Path) -> None:
+    env, ports = _dev_env(tmp_path)
+    base = f"http://127.0.0.1:{ports['layer']}"
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "layer", "dev"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert dev.stdout is not None
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in dev.stdout or ()])
+    reader.start()
+    try:
+        # Before the banner: typed as soon as the port accepts, while the worker starts.
+        wait_until(lambda: port_in_use("127.0.0.1", ports["layer"]), 60, "Layer's port")
+        early_write, early_read = _readme_example(base, "early")
+        assert early_write.status_code == 200, early_write.text  # writes pass through at once
+        assert early_read.status_code in (200, 503), early_read.text  # 503: not ready yet
+        # At the banner: the example answers in full.
+        wait_until(lambda: "Layer dev stack is up" in lines.get(timeout=60), 60, "the banner")
+        written, read = _readme_example(base, "demo")
+        assert written.status_code == 200, written.text
+        assert read.status_code == 200, read.text
+        assert read.json()["layer"]["is_stable"] is False, "the README's promise right after"
+
+        def early_write_applied() -> bool:
+            assert dev.poll() is None, "layer dev stopped"
+            answer = _readme_example(base, "early")[1]
+            return answer.status_code == 200 and answer.json()["layer"]["last_write_ms"] is not None
+
+        wait_until(early_write_applied, 30, "the write sent before the banner to be applied")
+    finally:
+        dev.send_signal(signal.SIGTERM)
+        dev.wait(timeout=30)
+        reader.join(timeout=10)
+    output = "".join(lines.queue)
+    assert dev.returncode == 0, output
+    assert "a component exited" not in output, output
