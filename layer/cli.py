@@ -1,16 +1,22 @@
 """`layer`: the command line (worker, dev, emulator, notify, watch).
 
 Settings are validated before anything starts, so a bad one is a one-line message naming
-the environment variable, not a traceback.
+the environment variable, not a traceback. So are Layer's topics (`layer.kafka_topics`): a
+worker creates and verifies them before Faust's worker exists, and every command here forbids
+its Kafka clients to let a broker auto-create a topic.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
+from layer.errors import LayerError
 from layer.settings import Settings, SettingsError, load_settings
 
 __all__ = ["main"]
@@ -23,16 +29,66 @@ def _settings_or_exit() -> Settings:
         sys.exit(f"layer: {exc}")
 
 
+@contextlib.contextmanager
+def _quiet_kafka_logs() -> Iterator[None]:
+    """Keep aiokafka's own complaints (one per failed connection attempt) off stderr while no
+    logging is configured yet: the one line this command prints on failure says it all."""
+    handler = logging.NullHandler()
+    kafka_log = logging.getLogger("aiokafka")
+    kafka_log.addHandler(handler)
+    try:
+        yield
+    finally:
+        kafka_log.removeHandler(handler)
+
+
+def _ensure_topics_or_exit(settings: Settings, app: Any) -> None:
+    """Create and verify every topic the worker uses, or exit with one line (no traceback).
+
+    Runs on its own event loop, before Faust's worker (and so its producer, consumer and web
+    server) exists: nothing in this process can produce to a topic before it is verified.
+    A hook inside Faust's startup would gain nothing: it would run after Faust set up its
+    logging and signal handlers, and a failure raised there is reported as a crash of the
+    worker, with a traceback, not as one line.
+    """
+    from aiokafka.errors import KafkaError
+
+    from layer.app import topics
+    from layer.clients import bootstrap_servers
+    from layer.kafka_topics import KAFKA_START_TIMEOUT_S, ensure_topics, layer_topic_specs
+
+    specs = layer_topic_specs(app, topics)
+    loop = asyncio.new_event_loop()
+    try:
+        with _quiet_kafka_logs():
+            loop.run_until_complete(
+                ensure_topics(
+                    bootstrap_servers(settings.kafka_broker), specs, timeout_s=KAFKA_START_TIMEOUT_S
+                )
+            )
+    except LayerError as exc:
+        sys.exit(f"layer: {exc}")
+    except KafkaError as exc:
+        sys.exit(f"layer: Kafka refused to create or describe Layer's topics: {exc}")
+    finally:
+        loop.close()
+
+
 def run_worker(_args: argparse.Namespace) -> None:
-    """Run one Faust worker (agents, tables, web server on LAYER_PORT)."""
+    """Run one Faust worker (agents, tables, web server on LAYER_PORT), once its topics are
+    verified."""
     settings = _settings_or_exit()
     if settings.turbopuffer_api_key is None:
         sys.exit("layer: invalid setting TURBOPUFFER_API_KEY: the watcher needs an upstream key")
-    import logging
+    from layer.kafka_topics import forbid_auto_creation_in_process
 
+    # Before any Kafka client of this process exists (Faust's, the notification buffer's, …).
+    forbid_auto_creation_in_process()
     from faust import Worker
 
     from layer.worker import app
+
+    _ensure_topics_or_exit(settings, app)
 
     # httpx logs every request at INFO: too loud for a service that polls continuously.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -60,10 +116,18 @@ def run_emulator(args: argparse.Namespace) -> None:
 
 
 def run_notify(args: argparse.Namespace) -> None:
-    """Publish one write notification (after a write made straight to turbopuffer)."""
+    """Publish one write notification (after a write made straight to turbopuffer).
+
+    The topic must exist (a worker creates it): a missing one is a one-line error, and is not
+    created.
+    """
+    from aiokafka.errors import KafkaError
+
     from layer.clients import WriteNotifier
+    from layer.kafka_topics import forbid_auto_creation_in_process
 
     settings = _settings_or_exit()
+    forbid_auto_creation_in_process()
 
     async def notify() -> None:
         async with WriteNotifier(
@@ -72,14 +136,24 @@ def run_notify(args: argparse.Namespace) -> None:
             note = await notifier.notify(args.namespace, rows=args.rows)
         print(note.model_dump_json(exclude_none=True))
 
-    asyncio.run(notify())
+    try:
+        with _quiet_kafka_logs():
+            asyncio.run(notify())
+    except LayerError as exc:
+        sys.exit(f"layer: {exc}")
+    except KafkaError as exc:
+        sys.exit(f"layer: cannot publish to Kafka at {settings.kafka_broker}: {exc}")
 
 
 def run_watch(args: argparse.Namespace) -> None:
     """Print one line per stability change until interrupted."""
+    from aiokafka.errors import KafkaError
+
     from layer.clients import stability_changes
+    from layer.kafka_topics import forbid_auto_creation_in_process
 
     settings = _settings_or_exit()
+    forbid_auto_creation_in_process()
 
     async def watch() -> None:
         async for change in stability_changes(
@@ -98,6 +172,10 @@ def run_watch(args: argparse.Namespace) -> None:
         asyncio.run(watch())
     except KeyboardInterrupt:
         pass
+    except LayerError as exc:
+        sys.exit(f"layer: {exc}")
+    except KafkaError as exc:
+        sys.exit(f"layer: cannot read from Kafka at {settings.kafka_broker}: {exc}")
 
 
 def _parser() -> argparse.ArgumentParser:

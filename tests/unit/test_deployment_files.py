@@ -333,6 +333,11 @@ def test_kafka_is_the_official_image_in_kraft_mode_without_zookeeper() -> None:
     assert not any("ZOOKEEPER" in name for name in env)
 
 
+def test_kafka_never_auto_creates_a_topic() -> None:
+    """Layer creates and verifies its topics itself (layer/kafka_topics.py)."""
+    assert str(_environment(_kafka())["KAFKA_AUTO_CREATE_TOPICS_ENABLE"]).lower() == "false"
+
+
 def test_every_replication_factor_fits_the_single_kafka_node(
     clean_env: pytest.MonkeyPatch,
 ) -> None:
