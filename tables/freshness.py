@@ -8,6 +8,8 @@ Rules (DESIGN.md), one function each, the clock always a parameter:
 - `on_poll` with `up-to-date`, poll started at `t0`: `stable_as_of = max(stable_as_of,
   t0 - safety_margin)`; status `stable`, unless a write newer than `t0` is known: then the
   watermark may advance but the namespace stays `updating` and due.
+  A stable namespace whose watermark is still below its latest write (a write within the
+  margin) is due again at `last_write_ms + safety_margin`, so the watermark catches up.
 - `on_poll` with `updating`: status `updating`, watermark held.
 - `on_poll` with an answer older than the latest successful one applied (a read's
   observation arriving late): it may advance the watermark, nothing else.
@@ -210,9 +212,26 @@ def on_poll(
         state,
         status=IndexStatus.STABLE.value,
         stable_as_of=stable_as_of,
-        next_poll_ms=started_at_ms + policy.slow_poll_interval_ms,
+        next_poll_ms=_next_stable_poll_ms(state.last_write_ms, stable_as_of, started_at_ms, policy),
         **observed,
     )
+
+
+def _next_stable_poll_ms(
+    last_write_ms: int | None, stable_as_of: int, started_at_ms: int, policy: WatcherPolicy
+) -> int:
+    """When a stable namespace is polled next: the slow interval, unless the watermark has a
+    known write to catch up with.
+
+    A write acknowledged within the safety margin before the poll started is covered by the
+    status (stable) but not by the watermark (`t0 - margin < write`); a stable read cut there
+    would hide indexed rows. A poll started at `write + margin` or later covers it, so that
+    is when the namespace is due, not a slow interval later (DESIGN.md, rule 4).
+    """
+    slow = started_at_ms + policy.slow_poll_interval_ms
+    if last_write_ms is not None and stable_as_of < last_write_ms:
+        return min(slow, last_write_ms + policy.safety_margin_ms)
+    return slow
 
 
 def on_poll_failure(

@@ -501,7 +501,13 @@ def test_stable_namespace_waits_the_slow_interval_and_updating_one_the_fast_inte
         if stale and result != "failure":
             assert new.next_poll_ms == prev.next_poll_ms, "a stale answer keeps the cadence"
         elif result == "up-to-date" and new.is_stable:
-            assert new.next_poll_ms == started_at + policy.slow_poll_interval_ms
+            slow = started_at + policy.slow_poll_interval_ms
+            behind = new.last_write_ms is not None and new.stable_as_of < new.last_write_ms
+            if behind:  # the watermark has a write to catch up with: due when it can
+                assert new.last_write_ms is not None
+                assert new.next_poll_ms == min(slow, new.last_write_ms + policy.safety_margin_ms)
+            else:
+                assert new.next_poll_ms == slow
         elif result == "up-to-date":
             assert prev is not None and prev.last_write_ms is not None
             assert new.next_poll_ms == prev.last_write_ms, (
@@ -514,3 +520,30 @@ def test_stable_namespace_waits_the_slow_interval_and_updating_one_the_fast_inte
             assert new.next_poll_ms >= started_at + min(
                 policy.max_backoff_ms, policy.fast_poll_interval_ms
             )
+
+
+@CI
+@given(ops=op_lists, policy=policies(), start=start_clocks)
+def test_once_indexing_drains_the_watermark_covers_every_write_within_fast_plus_margin(
+    ops: list[Op], policy: WatcherPolicy, start: int
+) -> None:
+    """DESIGN.md rule 4: after any history, with no further writes and upstream caught up,
+    a watcher that polls whenever the namespace is due (on ticks of the fast interval) has
+    `stable_as_of >= last_write_ms` within fast interval + safety margin of the last write
+    (or of the moment polling resumes, whichever is later)."""
+    state: Freshness | None = None
+    clock = start
+    for step in run(ops, policy, start):
+        state, clock = step.new, step.model.clock
+    if state is None or state.last_write_ms is None:
+        return
+    drained_at = max(clock, state.last_write_ms, state.next_poll_ms - policy.fast_poll_interval_ms)
+    deadline = max(drained_at, state.last_write_ms) + policy.fast_poll_interval_ms
+    deadline += policy.safety_margin_ms
+    now = drained_at
+    while now <= deadline:
+        if is_due(state, now):
+            state = on_poll(state, NS, OBSERVATIONS["up-to-date"], started_at_ms=now, policy=policy)
+        now += policy.fast_poll_interval_ms
+    assert state.stable_as_of is not None and state.stable_as_of >= state.last_write_ms
+    assert state.is_stable
