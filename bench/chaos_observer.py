@@ -623,7 +623,12 @@ def check_false_stable(record: Record) -> list[Violation]:
                 category = FALSE_STABLE_BROKER
             else:
                 category = FALSE_STABLE
-            notified = "-" if write.notified_ms is None else record.rel(write.notified_ms)
+            if not write.direct:
+                notified = "by Layer"
+            elif write.notified_ms is None:
+                notified = "not yet"
+            else:
+                notified = record.rel(write.notified_ms)
             resumed = "never" if cycle.resume_sent_ms is None else record.rel(cycle.resume_sent_ms)
             violations.append(
                 Violation(
@@ -632,7 +637,8 @@ def check_false_stable(record: Record) -> list[Violation]:
                     a.worker,
                     a.received_ms,
                     f"{_fmt_answer(record, a)}; unindexed {write.via} write acked "
-                    f"{record.rel(write.ack_ms)} (ack_ms={write.ack_ms}, notified {notified}), "
+                    f"{record.rel(write.ack_ms)} (ack_ms={write.ack_ms}, "
+                    f"notification acked {notified}), "
                     f"indexing paused {record.rel(cycle.paused_ms)}, resume requested "
                     f"{resumed}",
                     record.chaos_during(a.sent_ms, a.received_ms),
