@@ -20,14 +20,18 @@ if str(ROOT / "bench") not in sys.path:
 
 from chaos_observer import (  # noqa: E402
     FAULT_MARKER,
+    Bounds,
     ChaosWindow,
     Exchange,
     ProbeCycle,
     Record,
+    StabilityEvent,
     Write,
     check_false_stable,
+    check_missing_event,
     check_watermark_regression,
     classify_5xx,
+    liveness_deadline,
 )
 
 OBSERVER = ROOT / "bench" / "chaos_observer.py"
@@ -90,6 +94,31 @@ def test_false_stable_counts_only_answers_inside_the_known_unindexed_window() ->
         ("false_stable_broker_stalled", 1300),
         ("false_stable_direct_unnotified", 125),
     ]
+
+
+def test_missing_event_is_a_flip_to_stable_without_an_event_at_or_above_its_watermark() -> None:
+    record = Record(origin_ms=0)
+    record.exchanges = [
+        _answer("w1", 0, 10, False, None),
+        _answer("w2", 20, 30, True, 100),  # flip, matched by the event at 120
+        _answer("w1", 40, 50, False, 100),
+        _answer("w1", 60, 70, True, 200),  # flip, no event >= 200
+        _answer("w2", 80, 90, True, 210),  # not a flip
+    ]
+    record.events = [StabilityEvent("ns", "became_stable", True, 120, 25, 26)]
+    assert [v.at_ms for v in check_missing_event(record)] == [70]
+
+
+def test_liveness_deadline_is_extended_by_the_chaos_overlapping_the_wait() -> None:
+    bounds = Bounds(fast_poll_ms=300, index_delay_ms=300, safety_margin_ms=200,
+                    poll_max_backoff_ms=2000)  # fmt: skip
+    record = Record(origin_ms=0, settle_ended_ms=100_000)
+    assert liveness_deadline(record, bounds, 10_000) == 10_000 + 2800
+    record.chaos = [
+        ChaosWindow("broker_stall", "broker", 9_000, 11_000),  # 1 s of it after the start
+        ChaosWindow("kill_restart", "w1", 20_000, 24_000),  # after the (extended) deadline
+    ]
+    assert liveness_deadline(record, bounds, 10_000) == 10_000 + 2800 + 1000 + 3000
 
 
 def test_5xx_is_layers_unless_not_ready_or_upstreams() -> None:
