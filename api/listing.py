@@ -24,11 +24,11 @@ from api.auth import Credential, credential_of
 from api.cache import TtlCache
 from api.errors import ApiError
 from api.http import model_response, query_int
-from api.metadata import local_block, observe_namespace
+from api.metadata import local_block, observe_namespace, read_evidence
 from api.models import LayerBlock, NamespaceListing, NamespaceRow, WarmAccepted
 from api.operations import accepted_response, operations, prefers_async
 from api.replica import get_from_owner, not_ready, owner_url
-from api.shapes import layer_block, listing_row
+from api.shapes import layer_block, listing_row, with_evidence
 from api.watcher_events import record_cache_activity
 from layer.app import app, settings
 from layer.errors import LayerError
@@ -110,7 +110,8 @@ async def _row(
                 remote: dict[str, Any] = await get_from_owner(
                     owner, f"/v2/namespaces/{name}/metadata", authorization
                 )
-                block = LayerBlock.model_validate(remote.pop("layer"))
+                owners_block = LayerBlock.model_validate(remote.pop("layer"))
+                block = with_evidence(owners_block, read_evidence(name))
                 body = remote
         except ApiError as exc:
             if exc.status == 503:

@@ -9,42 +9,60 @@ observed stable), `is_stable` (false on cold start), `status`, `last_write_ms`,
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from faust import web
 
 from api.auth import Credential, credential_of
 from api.http import model_response
-from api.models import LayerBlock
+from api.models import LayerBlock, MetadataResponse
 from api.notifications import notification_buffer
 from api.replica import forward_to_owner, read_route
-from api.shapes import layer_block, metadata_body
+from api.shapes import layer_block, metadata_body, with_evidence
 from api.watcher_events import register_read
 from layer.app import app, settings
 from layer.clock import now_ms
 from layer.services import upstream
 from layer.upstream import UpstreamBadResponse, parse_metadata, validate_namespace
 from tables.faust_tables import freshness_table
-from tables.freshness import cache_temperature
+from tables.freshness import ReadEvidence, cache_temperature
 
-__all__ = ["NamespaceMetadata", "local_block", "observe_namespace"]
+__all__ = [
+    "NamespaceMetadata",
+    "forward_with_evidence",
+    "local_block",
+    "observe_namespace",
+    "read_evidence",
+]
 
 
-def local_block(namespace: str) -> LayerBlock:
-    """The `layer` object from this worker's table (the owner's state).
+def read_evidence(namespace: str, *, upstream_up_to_date: bool | None = None) -> ReadEvidence:
+    """What this worker knows of `namespace` beyond the owner's table: its own notifications
+    not yet in Kafka, and the upstream answer fetched for this request, if any."""
+    return ReadEvidence(
+        upstream_up_to_date=upstream_up_to_date,
+        write_pending=notification_buffer.has_pending(namespace),
+        write_unconfirmed=notification_buffer.unconfirmed(namespace),
+    )
 
-    A namespace whose proxied-write notification could not even be buffered is reported as
-    Layer has never seen it (`unknown`, not stable): a write is missing from its state.
-    """
-    state = None if notification_buffer.unconfirmed(namespace) else freshness_table.get(namespace)
+
+def local_block(namespace: str, *, upstream_up_to_date: bool | None = None) -> LayerBlock:
+    """The `layer` object from this worker's table (the owner's state) and this read's evidence."""
+    state = freshness_table.get(namespace)
     temperature = cache_temperature(state, now_ms=now_ms(), window_ms=settings.cache_warm_window_ms)
-    return layer_block(state, temperature)
+    evidence = read_evidence(namespace, upstream_up_to_date=upstream_up_to_date)
+    return layer_block(state, temperature, evidence)
 
 
 async def observe_namespace(
     namespace: str, credential: Credential
 ) -> tuple[dict[str, Any], LayerBlock]:
-    """Fetch upstream metadata with the caller's key, tell the watcher, and pair it with `layer`."""
+    """Fetch upstream metadata with the caller's key, tell the watcher, and pair it with `layer`.
+
+    The answer fetched here is evidence for this very answer: `updating` upstream means not
+    stable here, whatever the table says (the watcher hears of it as an event).
+    """
     started_at = now_ms()
     body, _ = await upstream.get_json(
         f"/v2/namespaces/{namespace}/metadata", api_key=credential.upstream_key
@@ -54,7 +72,19 @@ async def observe_namespace(
     except UpstreamBadResponse:
         observation = None
     register_read(namespace, freshness_table.get(namespace), body, observation, started_at)
-    return body, local_block(namespace)
+    up_to_date = observation is not None and observation.index_status == "up-to-date"
+    return body, local_block(namespace, upstream_up_to_date=up_to_date)
+
+
+async def forward_with_evidence(request: web.Request, namespace: str, owner: str) -> web.Response:
+    """The owner's answer, with this worker's pending notifications applied to its `layer`."""
+    response = await forward_to_owner(request, owner)
+    evidence = read_evidence(namespace)
+    if response.status != 200 or evidence == ReadEvidence():
+        return response
+    body = json.loads(response.body)  # type: ignore[arg-type]
+    body["layer"] = with_evidence(LayerBlock.model_validate(body["layer"]), evidence)
+    return model_response(MetadataResponse(**body))
 
 
 @app.page("/v2/namespaces/{namespace}/metadata")
@@ -64,6 +94,6 @@ class NamespaceMetadata(web.View):
     async def get(self, request: web.Request, namespace: str) -> web.Response:
         validate_namespace(namespace)
         if (owner := read_route(request, namespace)) is not None:
-            return await forward_to_owner(request, owner)
+            return await forward_with_evidence(request, namespace, owner)
         body, block = await observe_namespace(namespace, credential_of(request))
         return model_response(metadata_body(body, block))

@@ -42,9 +42,13 @@ from layer.clock import now_ms
 from layer.readiness import readiness
 from layer.upstream import validate_namespace
 from tables.faust_tables import freshness_table
+from tables.freshness import ReadEvidence
 
 __all__ = ["LAYER_OWNED_PATHS", "proxy"]
 
+#: Sent by a worker relaying a query to the owner while it holds a notification for the
+#: namespace that Kafka has not acknowledged: the owner applies the cut as for its own.
+PENDING_WRITE_HEADER = "X-Layer-Pending-Write"
 #: RFC 9110 §7.6.1 connection-specific headers, plus those the HTTP clients set themselves.
 HOP_BY_HOP = frozenset(
     {
@@ -234,9 +238,13 @@ async def _proxy_query(
     # query goes unfiltered, as for a namespace Layer does not know.
     state = freshness_table.get(namespace) if readiness.answers(namespace) else None
     stable_as_of = state.stable_as_of if state is not None else None
-    cut = stable_read_cut(state) if settings.stable_reads else None
-    if notification_buffer.unconfirmed(namespace):
-        cut = None  # unknown: a write may be missing from the state, no cut can be trusted
+    # This worker's own pending notification, or the relaying worker's (it says so).
+    evidence = ReadEvidence(
+        write_pending=notification_buffer.has_pending(namespace)
+        or (ROUTED_HEADER in request.headers and PENDING_WRITE_HEADER in request.headers),
+        write_unconfirmed=notification_buffer.unconfirmed(namespace),
+    )
+    cut = stable_read_cut(state, evidence) if settings.stable_reads else None
     try:
         query = json.loads(raw)
     except ValueError:
@@ -272,6 +280,8 @@ async def _relay_to_owner(request: web.Request, namespace: str, owner: str) -> w
     """A query on a namespace another worker owns: that worker holds the state to decide."""
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | _INFLATED}
     headers[ROUTED_HEADER] = "1"
+    if notification_buffer.has_pending(namespace):
+        headers[PENDING_WRITE_HEADER] = "1"  # the owner cannot know it yet: it cuts
     try:
         upstream = await _send(
             request.method, f"{owner}{request.rel_url}", headers, _body_stream(request)

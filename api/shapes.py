@@ -17,14 +17,36 @@ from api.models import (
     SnapshotBody,
     SnapshotPage,
 )
-from tables.freshness import CacheTemperature, Freshness, IndexStatus
+from tables.freshness import (
+    CacheTemperature,
+    Freshness,
+    IndexStatus,
+    ReadEvidence,
+    answered_status,
+)
 from tables.snapshots import Snapshot, SnapshotHistory
 
-__all__ = ["layer_block", "listing_row", "metadata_body", "snapshot_body", "snapshot_page"]
+__all__ = [
+    "layer_block",
+    "listing_row",
+    "metadata_body",
+    "snapshot_body",
+    "snapshot_page",
+    "with_evidence",
+]
+
+#: A read that fetched nothing upstream and holds no pending write: the table's word.
+NO_EVIDENCE = ReadEvidence()
 
 
-def layer_block(state: Freshness | None, temperature: CacheTemperature) -> LayerBlock:
-    """The `layer` object of a namespace (`None`: Layer has not seen it yet, a cold start)."""
+def layer_block(
+    state: Freshness | None,
+    temperature: CacheTemperature,
+    evidence: ReadEvidence = NO_EVIDENCE,
+) -> LayerBlock:
+    """The `layer` object of a namespace (`None`: Layer has not seen it yet, a cold start),
+    as this read may state it (`answered_status`: the read's own evidence can only take
+    stability away)."""
     if state is None:
         return LayerBlock(
             stable_as_of=None,
@@ -34,13 +56,25 @@ def layer_block(state: Freshness | None, temperature: CacheTemperature) -> Layer
             last_poll_ms=None,
             cache_state=temperature,
         )
+    status = answered_status(state.status, evidence)
     return LayerBlock(
         stable_as_of=state.stable_as_of,
-        is_stable=state.is_stable,
-        status=state.status,  # type: ignore[arg-type]
+        is_stable=status == IndexStatus.STABLE.value,
+        status=status,  # type: ignore[arg-type]
         last_write_ms=state.last_write_ms,
         last_poll_ms=state.last_poll_ms,
         cache_state=temperature,
+    )
+
+
+def with_evidence(block: LayerBlock, evidence: ReadEvidence) -> LayerBlock:
+    """Another worker's `layer` object, with what this worker knows applied (its pending
+    notifications: the owner cannot have seen them)."""
+    status = answered_status(block.status, evidence)
+    if status == block.status:
+        return block
+    return block.model_copy(
+        update={"status": status, "is_stable": status == IndexStatus.STABLE.value}
     )
 
 

@@ -12,14 +12,18 @@ from __future__ import annotations
 from typing import Any
 
 from api.write_body import STAMP_ATTRIBUTE
-from tables.freshness import Freshness, IndexStatus
+from tables.freshness import Freshness, IndexStatus, ReadEvidence, answered_status
 
 __all__ = ["stable_filter", "stable_read_cut", "with_stable_filter"]
 
 
-def stable_read_cut(state: Freshness | None) -> int | None:
-    """The `stable_as_of` a query must be cut at, or None to query unfiltered."""
-    if state is None or state.status != IndexStatus.UPDATING.value:
+def stable_read_cut(state: Freshness | None, evidence: ReadEvidence) -> int | None:
+    """The `stable_as_of` a query must be cut at, or None to query unfiltered.
+
+    The status is the one an answer would show (`answered_status`): a write this worker
+    proxied whose notification is still on its way makes the query cut, too.
+    """
+    if state is None or answered_status(state.status, evidence) != IndexStatus.UPDATING.value:
         return None
     return state.stable_as_of
 

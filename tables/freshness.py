@@ -34,7 +34,9 @@ __all__ = [
     "Freshness",
     "IndexObservation",
     "IndexStatus",
+    "ReadEvidence",
     "WatcherPolicy",
+    "answered_status",
     "effective_write_ms",
     "cache_temperature",
     "is_due",
@@ -306,3 +308,32 @@ def cache_temperature(state: Freshness | None, *, now_ms: int, window_ms: int) -
     if state is None or state.last_cache_activity_ms is None:
         return "unknown"
     return "warm" if now_ms - state.last_cache_activity_ms <= window_ms else "cold"
+
+
+@dataclass(frozen=True, slots=True)
+class ReadEvidence:
+    """What one read knows about a namespace beyond the table (DESIGN.md, rule 3)."""
+
+    #: Whether an upstream answer fetched for this very request said `up-to-date`; None: no
+    #: upstream answer was fetched. Anything but `up-to-date` (or no parseable status) is False.
+    upstream_up_to_date: bool | None = None
+    #: This worker accepted a write notification for the namespace that Kafka has not
+    #: acknowledged yet: the owner's table cannot know the write.
+    write_pending: bool = False
+    #: A write's notification could not even be buffered: a write is missing from the state.
+    write_unconfirmed: bool = False
+
+
+def answered_status(status: str, evidence: ReadEvidence) -> str:
+    """The status an answer shows: the table's, unless this read holds evidence against it.
+
+    Evidence only ever takes stability away (`stable` → `updating`, or `unknown` when a
+    write is missing altogether); it never makes a namespace stable, and it never touches
+    the watermark, which stays true (`stable_as_of` is a past observation).
+    """
+    if evidence.write_unconfirmed:
+        return IndexStatus.UNKNOWN.value
+    contradicted = evidence.write_pending or evidence.upstream_up_to_date is False
+    if contradicted and status == IndexStatus.STABLE.value:
+        return IndexStatus.UPDATING.value
+    return status

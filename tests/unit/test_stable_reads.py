@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from api.stable_reads import stable_filter, stable_read_cut, with_stable_filter
-from tables.freshness import Freshness, IndexStatus
+from tables.freshness import Freshness, IndexStatus, ReadEvidence
 
 
 @pytest.mark.parametrize(
@@ -21,11 +21,22 @@ def test_only_an_updating_namespace_with_a_known_watermark_is_cut(
     status: IndexStatus, stable_as_of: int | None, cut: int | None
 ) -> None:
     state = Freshness(namespace="n", status=status.value, stable_as_of=stable_as_of)
-    assert stable_read_cut(state) == cut
+    assert stable_read_cut(state, ReadEvidence()) == cut
 
 
 def test_a_namespace_layer_has_never_seen_is_not_cut() -> None:
-    assert stable_read_cut(None) is None
+    assert stable_read_cut(None, ReadEvidence()) is None
+    assert stable_read_cut(None, ReadEvidence(write_pending=True)) is None
+
+
+def test_a_pending_write_cuts_a_stable_namespace_at_its_watermark() -> None:
+    state = Freshness(namespace="n", status=IndexStatus.STABLE.value, stable_as_of=1000)
+    assert stable_read_cut(state, ReadEvidence(write_pending=True)) == 1000
+
+
+def test_a_write_missing_from_the_state_is_never_cut() -> None:
+    state = Freshness(namespace="n", status=IndexStatus.UPDATING.value, stable_as_of=1000)
+    assert stable_read_cut(state, ReadEvidence(write_unconfirmed=True)) is None
 
 
 def test_the_cut_keeps_unstamped_rows_visible() -> None:
