@@ -84,16 +84,14 @@ def run_worker(_args: argparse.Namespace) -> None:
 
     # Before any Kafka client of this process exists (Faust's, the notification buffer's, …).
     forbid_auto_creation_in_process()
-    from faust import Worker
-
-    from layer.worker import app
+    from layer.worker import LayerWorker, app
 
     _ensure_topics_or_exit(settings, app)
 
     # httpx logs every request at INFO: too loud for a service that polls continuously.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
-    Worker(
+    LayerWorker(
         app, loglevel=settings.log_level.upper(), redirect_stdouts=False
     ).execute_from_commandline()
 
