@@ -76,6 +76,7 @@ from chaos_observer import (  # noqa: E402
     ChaosWindow,
     Observer,
     check_all,
+    dump,
     http_flips,
     now_ms,
     print_violations,
@@ -246,17 +247,19 @@ class Harness:
             return False
         return response.status_code == 200
 
-    async def all_live_ready(self, timeout_s: float = ALL_READY_TIMEOUT_S) -> None:
+    async def all_live_ready(self, timeout_s: float = ALL_READY_TIMEOUT_S) -> str:
+        """Wait until every live worker's /readyz is 200; say how it ended."""
         assert self.observer is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             live = list(self.observer.live)
             if all(await asyncio.gather(*(self.ready(n) for n in live))):
-                return
+                return "all live workers ready"
             await asyncio.sleep(0.1)
         not_ready = [n for n in self.observer.live if not await self.ready(n)]
         self.stuck_not_ready += 1
         self.log(f"WARNING: {not_ready} still not ready (503) after {timeout_s:.0f} s; going on")
+        return f"{not_ready} NOT ready after {timeout_s:.0f} s"
 
     async def port_accepts(self, name: str, timeout_s: float = READY_TIMEOUT_S) -> None:
         worker = self.workers[name]
@@ -435,11 +438,11 @@ class Harness:
             self.observer.live.remove(name)
             await asyncio.to_thread(worker.stop, signal.SIGKILL)
             await self.bring_up(name)
-            await self.all_live_ready()
+            readiness = await self.all_live_ready()
         finally:
             self.busy.discard(name)
             window.end_ms = now_ms()
-        self.log(f"chaos: kill_restart {name} done; all live workers ready")
+        self.log(f"chaos: kill_restart {name} done; {readiness}")
 
     async def broker_stall(self) -> None:
         seconds = self.chaos_rng.uniform(*self.timing.stall_s)
@@ -461,11 +464,11 @@ class Harness:
         self.log("chaos: join w3 (spawn)")
         try:
             await self.bring_up("w3")
-            await self.all_live_ready()
+            readiness = await self.all_live_ready()
         finally:
             self.busy.discard("w3")
             window.end_ms = now_ms()
-        self.log("chaos: join w3 done; all live workers ready")
+        self.log(f"chaos: join w3 done; {readiness}")
 
     async def leave(self) -> None:
         assert self.observer is not None
@@ -480,11 +483,11 @@ class Harness:
             self.log(
                 f"chaos: w3 exited with {worker.process.returncode if worker.process else '?'}"
             )
-            await self.all_live_ready()
+            readiness = await self.all_live_ready()
         finally:
             self.busy.discard("w3")
             window.end_ms = now_ms()
-        self.log("chaos: leave w3 done; all live workers ready")
+        self.log(f"chaos: leave w3 done; {readiness}")
 
     async def run_chaos(self) -> None:
         assert self.observer is not None
@@ -662,7 +665,10 @@ class Harness:
             "chaos": [dataclasses.asdict(w) for w in record.chaos],
         }
         (self.dir / "report.json").write_text(json.dumps(report, indent=1))
-        print(f"report: {self.dir / 'report.json'}")
+        dump(record, self.dir)
+        print(
+            f"report: {self.dir / 'report.json'} (raw: exchanges/writes/probes/chaos/events.jsonl)"
+        )
         return 1 if gating_failed else 0
 
 

@@ -77,7 +77,8 @@ import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -280,7 +281,10 @@ class Record:
         return f"+{(at_ms - self.origin_ms) / 1000:.3f}s"
 
     def chaos_during(self, start_ms: int, end_ms: int) -> str:
-        active = [w.describe(self.origin_ms) for w in self.chaos if w.overlaps(start_ms, end_ms)]
+        """Chaos active during [start, end], or ended less than a second before it."""
+        active = [
+            w.describe(self.origin_ms) for w in self.chaos if w.overlaps(start_ms, end_ms, 1000)
+        ]
         return ", ".join(active) or "none"
 
     def windows(self, kinds: Iterable[str]) -> list[ChaosWindow]:
@@ -767,6 +771,23 @@ def _allowance(kind: str, bounds: Bounds) -> int:
     return REBALANCE_ALLOWANCE_MS
 
 
+def _state_by(
+    record: Record, namespace: str, start_ms: int, deadline: int, answers: list[Exchange]
+) -> str:
+    """The last answer received by `deadline`, and the failed exchanges since `start_ms`."""
+    before = [a for a in answers if a.received_ms <= deadline]
+    last = _fmt_answer(record, before[-1]) if before else "no 200 answer"
+    failed = Counter(
+        str(e.status or e.error)
+        for e in record.exchanges
+        if e.namespace == namespace
+        and e.kind == "read"
+        and not e.has_layer
+        and start_ms <= e.sent_ms <= deadline
+    )
+    return f"last by the deadline: {last}; failed reads meanwhile: {dict(failed) or 'none'}"
+
+
 def check_liveness(record: Record, bounds: Bounds) -> tuple[list[Violation], int]:
     """Category 4; also returns how many probe cycles were undetermined."""
     violations = []
@@ -786,7 +807,7 @@ def check_liveness(record: Record, bounds: Bounds) -> tuple[list[Violation], int
             undetermined += 1
             continue
         late = "never" if first is None else f"only at {record.rel(first.received_ms)}"
-        seen = _fmt_answer(record, answers[-1]) if answers else "no answer"
+        seen = _state_by(record, cycle.namespace, cycle.resume_sent_ms, deadline, answers)
         violations.append(
             Violation(
                 LIVENESS,
@@ -796,7 +817,7 @@ def check_liveness(record: Record, bounds: Bounds) -> tuple[list[Violation], int
                 f"probe ({cycle.write.via} write covers {covers}, resumed "
                 f"{record.rel(cycle.resume_done_ms)}): stable covering it by "
                 f"{record.rel(deadline)} "
-                f"expected, {late}; last: {seen}",
+                f"expected, {late}; {seen}",
                 record.chaos_during(cycle.resume_done_ms, deadline),
             )
         )
@@ -811,7 +832,7 @@ def check_liveness(record: Record, bounds: Bounds) -> tuple[list[Violation], int
             if first is not None and first.received_ms <= deadline:
                 continue
             late = "never" if first is None else f"only at {record.rel(first.received_ms)}"
-            seen = _fmt_answer(record, settle[-1]) if settle else "no answer"
+            seen = _state_by(record, namespace, record.settle_started_ms, deadline, settle)
             violations.append(
                 Violation(
                     LIVENESS,
@@ -820,7 +841,7 @@ def check_liveness(record: Record, bounds: Bounds) -> tuple[list[Violation], int
                     deadline,
                     f"settle: stable covering the latest write ({covers}) by "
                     f"{record.rel(deadline)} "
-                    f"expected, {late}; last: {seen}",
+                    f"expected, {late}; {seen}",
                     "none (settle phase)",
                 )
             )
@@ -945,6 +966,21 @@ def check_watermark_lag(record: Record) -> list[Violation]:
                         )
                     )
     return violations
+
+
+def dump(record: Record, directory: Path) -> None:
+    """The raw record as JSON lines (one file per kind), for post-mortems."""
+    kinds: dict[str, list[Any]] = {
+        "exchanges": record.exchanges,
+        "writes": record.writes,
+        "probes": record.probes,
+        "chaos": record.chaos,
+        "events": record.events,
+    }
+    for name, items in kinds.items():
+        with open(directory / f"{name}.jsonl", "w") as out:
+            for item in items:
+                out.write(json.dumps(asdict(item)) + "\n")
 
 
 @dataclass
