@@ -24,7 +24,6 @@ __all__ = ["PUBLIC_PATHS", "Credential", "auth_middleware", "authenticate", "cre
 
 #: Probes answer without a key (load balancers and supervisors have none).
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
-_CREDENTIAL = "layer.credential"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +37,9 @@ class Credential:
 
     def __repr__(self) -> str:  # never show the key, even in a traceback
         return f"Credential(identity={self.identity[:12]}…)"
+
+
+_CREDENTIAL = web.RequestKey("layer.credential", Credential)
 
 
 @functools.lru_cache(maxsize=4096)

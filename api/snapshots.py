@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from faust import web
 
+from api.access import namespace_access
+from api.auth import credential_of
 from api.errors import ApiError
 from api.http import model_response, query_int
 from api.replica import forward_to_owner, read_route
@@ -34,6 +36,8 @@ class NamespaceSnapshots(web.View):
         limit = query_int(request, "limit", default=DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
         before = query_int(request, "before", default=None, minimum=0, maximum=MAX_EPOCH_MS)
         as_of = query_int(request, "as_of", default=None, minimum=0, maximum=MAX_EPOCH_MS)
+        # Served from Layer's own table: upstream must accept the caller's key for it.
+        await namespace_access.require(credential_of(request), namespace)
         if (owner := read_route(request, namespace)) is not None:
             return await forward_to_owner(request, owner)
         history = snapshots_table.get(namespace)

@@ -55,7 +55,7 @@ def _ensure_topics_or_exit(settings: Settings, app: Any) -> None:
 
     from layer.app import topics
     from layer.clients import bootstrap_servers
-    from layer.kafka_topics import KAFKA_START_TIMEOUT_S, ensure_topics, layer_topic_specs
+    from layer.kafka_topics import ensure_topics, layer_topic_specs
 
     specs = layer_topic_specs(app, topics)
     loop = asyncio.new_event_loop()
@@ -63,7 +63,9 @@ def _ensure_topics_or_exit(settings: Settings, app: Any) -> None:
         with _quiet_kafka_logs():
             loop.run_until_complete(
                 ensure_topics(
-                    bootstrap_servers(settings.kafka_broker), specs, timeout_s=KAFKA_START_TIMEOUT_S
+                    bootstrap_servers(settings.kafka_broker),
+                    specs,
+                    timeout_s=settings.kafka_start_timeout_ms / 1000,
                 )
             )
     except LayerError as exc:

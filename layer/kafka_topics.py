@@ -56,7 +56,6 @@ from mode.utils.times import want_seconds
 from layer.errors import LayerError
 
 __all__ = [
-    "KAFKA_START_TIMEOUT_S",
     "BrokerUnreachableError",
     "TopicMismatchError",
     "TopicMissingError",
@@ -76,10 +75,6 @@ log = logging.getLogger(__name__)
 #: Kafka's default `cleanup.policy`, assumed when a broker does not report the config (Tansu
 #: reports only the configs a topic was created with).
 DEFAULT_CLEANUP_POLICY = "delete"
-#: How long a starting worker waits for a broker to answer before it gives up with one line.
-#: (A candidate for a setting, `LAYER_KAFKA_START_TIMEOUT_MS`: a worker started together with
-#: its Kafka cluster may need longer.)
-KAFKA_START_TIMEOUT_S = 30.0
 #: Kafka error codes in CreateTopics / Metadata answers.
 TOPIC_ALREADY_EXISTS = 36
 UNKNOWN_TOPIC_OR_PARTITION = 3

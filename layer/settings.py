@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         validation_alias=_env("LAYER_TOPIC_PARTITIONS"),
         description="Partitions of every Layer topic and table (they must be co-partitioned).",
     )
+    kafka_start_timeout_ms: PositiveMs = Field(
+        30_000,
+        validation_alias=_env("LAYER_KAFKA_START_TIMEOUT_MS"),
+        description="How long a starting worker waits for Kafka to answer (to create and "
+        "verify its topics) before it stops with one line.",
+    )
     topic_replication: int = Field(
         1,
         ge=1,
@@ -219,6 +225,21 @@ class Settings(BaseSettings):
         validation_alias=_env("LAYER_NOTIFY_BUFFER_NAMESPACES"),
         description="Namespaces whose proxied-write notification may wait for Kafka at once; "
         "beyond it a namespace is reported `unknown`, never stable.",
+    )
+    access_allow_ttl_ms: int = Field(
+        30_000,
+        ge=0,
+        validation_alias=_env("LAYER_ACCESS_ALLOW_TTL_MS"),
+        description="Pass-through mode: how long upstream's acceptance of a key for a "
+        "namespace is trusted before Layer's own data (snapshots) is served again without "
+        "asking; 0 asks every time.",
+    )
+    access_deny_ttl_ms: int = Field(
+        5_000,
+        ge=0,
+        validation_alias=_env("LAYER_ACCESS_DENY_TTL_MS"),
+        description="Pass-through mode: how long upstream's refusal (401/403/404) of a key "
+        "for a namespace is remembered; 0 asks every time.",
     )
     namespace_list_cache_ttl_ms: int = Field(
         10_000,

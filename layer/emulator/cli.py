@@ -56,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
         help=f"accepted bearer key (repeatable; default: the dev key {DEV_API_KEY!r})",
     )
     parser.add_argument(
+        "--other-org-key",
+        action="append",
+        dest="other_org_keys",
+        default=[],
+        metavar="KEY",
+        help="a key of a second organisation, which has namespaces of its own (repeatable)",
+    )
+    parser.add_argument(
         "--index-delay-ms",
         type=int,
         default=0,
@@ -88,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 async def _serve(args: argparse.Namespace) -> None:
     emulator = Emulator(
         args.api_keys or [DEV_API_KEY],
+        other_org_keys=args.other_org_keys,
         host=args.host,
         port=args.port,
         index_delay_ms=args.index_delay_ms,

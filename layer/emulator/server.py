@@ -12,11 +12,14 @@
 - `hint_cache_warm`: `GET /v1/namespaces/{ns}/hint_cache_warm` (202)
 - `schema` / `update_schema`: `GET` / `POST /v1/namespaces/{ns}/schema`
 
-Every request needs `Authorization: Bearer <key>` with one of the emulator's keys. Every error
-has turbopuffer's body `{"status": "error", "error": "..."}`. Requests to these routes are
-counted (before authentication) and then subject to fault rules.
+Every request needs `Authorization: Bearer <key>` with one of the emulator's keys. Keys belong
+to an organisation, and namespaces are per organisation, as in turbopuffer: the `--api-key`
+keys share one, the `--other-org-key` keys another (its own namespaces, none of the first's;
+the same name may exist in both). Every error has turbopuffer's body
+`{"status": "error", "error": "..."}`. Requests to these routes are counted (before
+authentication) and then subject to fault rules.
 
-## Control API (same bearer auth; never counted, never faulted)
+## Control API (same bearer auth; never counted, never faulted; acts on the first organisation)
 - `POST /_emulator/indexing/{ns}/pause` | `/resume` | `/force` → `{"status": "OK", "index": ...}`
 - `POST /_emulator/faults` with a FaultRule body → `{"id": n}`;
   `GET /_emulator/faults` → `{"faults": [...]}`; `DELETE /_emulator/faults` clears all;
@@ -80,15 +83,29 @@ _ROUTE_NAMES = web.AppKey("route_names", dict[AbstractRoute, str])
 class EmulatorState:
     """What one emulator holds: the store, keys, fault rules, counters, and a stop signal."""
 
-    def __init__(self, store: Store, api_keys: Iterable[str]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        api_keys: Iterable[str],
+        *,
+        other_org_store: Store | None = None,
+        other_org_keys: Iterable[str] = (),
+    ) -> None:
+        #: The organisation of `api_keys`; the control API acts on it.
         self.store = store
-        self.api_keys = frozenset(api_keys)
+        #: Each key's organisation: namespaces are per organisation, as in turbopuffer.
+        self.store_by_key = {key: store for key in api_keys}
+        if other_org_store is not None:
+            self.store_by_key |= {key: other_org_store for key in other_org_keys}
+        self.api_keys = frozenset(self.store_by_key)
         self.faults = FaultSet()
         self.stats = RequestStats()
         self.closing = asyncio.Event()
 
 
 _STATE = web.AppKey("state", EmulatorState)
+#: The caller's (valid) key, set by `_auth`.
+_KEY = web.RequestKey("emulator.api_key", str)
 
 
 # --- responses ---------------------------------------------------------------------------
@@ -178,6 +195,7 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(401, "missing API key: send `Authorization: Bearer <key>`")
     if key.strip() not in request.app[_STATE].api_keys:
         return error_response(401, "unauthorized: invalid API key")
+    request[_KEY] = key.strip()
     return await handler(request)
 
 
@@ -231,6 +249,11 @@ def _state(request: web.Request) -> EmulatorState:
     return request.app[_STATE]
 
 
+def _store(request: web.Request) -> Store:
+    """The store of the caller's organisation (turbopuffer routes)."""
+    return request.app[_STATE].store_by_key[request[_KEY]]
+
+
 async def list_namespaces(request: web.Request) -> web.Response:
     raw_size = request.query.get("page_size", str(DEFAULT_PAGE_SIZE))
     try:
@@ -239,7 +262,7 @@ async def list_namespaces(request: web.Request) -> web.Response:
         page_size = 0
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise BadRequest(f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}")
-    names, next_cursor = _state(request).store.list_page(
+    names, next_cursor = _store(request).list_page(
         prefix=request.query.get("prefix", ""),
         cursor=request.query.get("cursor") or None,
         page_size=page_size,
@@ -251,31 +274,31 @@ async def list_namespaces(request: web.Request) -> web.Response:
 
 
 async def get_metadata(request: web.Request) -> web.Response:
-    return web.json_response(_state(request).store.metadata(request.match_info["ns"]))
+    return web.json_response(_store(request).metadata(request.match_info["ns"]))
 
 
 async def patch_metadata(request: web.Request) -> web.Response:
     body = await _json_object(request)
-    return web.json_response(_state(request).store.update_metadata(request.match_info["ns"], body))
+    return web.json_response(_store(request).update_metadata(request.match_info["ns"], body))
 
 
 async def write(request: web.Request) -> web.Response:
     started = time.perf_counter()
     body = await _json_object(request)
-    result = _state(request).store.write(request.match_info["ns"], body)
+    result = _store(request).write(request.match_info["ns"], body)
     result["performance"] = {"server_total_ms": _elapsed_ms(started)}
     return web.json_response(result)
 
 
 async def delete_namespace(request: web.Request) -> web.Response:
-    _state(request).store.delete(request.match_info["ns"])
+    _store(request).delete(request.match_info["ns"])
     return web.json_response({"status": "OK"})
 
 
 async def query(request: web.Request) -> web.Response:
     started = time.perf_counter()
     body = await _json_object(request)
-    store = _state(request).store
+    store = _store(request)
     ns = request.match_info["ns"]
     if "queries" in body or request.path.endswith("/multi-query"):
         if "queries" not in body:
@@ -288,25 +311,25 @@ async def query(request: web.Request) -> web.Response:
 
 async def explain_query(request: web.Request) -> web.Response:
     body = await _json_object(request)
-    outcome = _state(request).store.query(request.match_info["ns"], body)
+    outcome = _store(request).query(request.match_info["ns"], body)
     plan = f"emulator: exhaustive scan of {outcome.namespace_size} documents"
     return web.json_response({"plan_text": plan})
 
 
 async def hint_cache_warm(request: web.Request) -> web.Response:
-    _state(request).store.require(request.match_info["ns"])
+    _store(request).require(request.match_info["ns"])
     return web.json_response(
         {"status": "ACCEPTED", "message": "cache warm hint accepted"}, status=202
     )
 
 
 async def get_schema(request: web.Request) -> web.Response:
-    return web.json_response(_state(request).store.schema(request.match_info["ns"]))
+    return web.json_response(_store(request).schema(request.match_info["ns"]))
 
 
 async def post_schema(request: web.Request) -> web.Response:
     body = await _json_object(request)
-    return web.json_response(_state(request).store.update_schema(request.match_info["ns"], body))
+    return web.json_response(_store(request).update_schema(request.match_info["ns"], body))
 
 
 # --- control handlers --------------------------------------------------------------------
@@ -368,8 +391,9 @@ async def control_reset(request: web.Request) -> web.Response:
 
 
 def _reset(state: EmulatorState) -> None:
-    state.store.namespaces.clear()
-    state.store.paused.clear()
+    for store in {id(store): store for store in state.store_by_key.values()}.values():
+        store.namespaces.clear()
+        store.paused.clear()
     state.faults.clear()
     state.stats.reset()
 
@@ -430,6 +454,7 @@ class Emulator:
         self,
         api_keys: Sequence[str] = (DEV_API_KEY,),
         *,
+        other_org_keys: Sequence[str] = (),
         host: str = "127.0.0.1",
         port: int = 0,
         index_delay_ms: int = 0,
@@ -447,7 +472,16 @@ class Emulator:
             max_top_k=max_top_k,
             clock=clock,
         )
-        self._state = EmulatorState(store, api_keys)
+        other_org_store = None
+        if other_org_keys:
+            other_org_store = Store(
+                indexing=IndexingConfig(index_delay_ms, index_rate_rows_per_s),
+                max_top_k=max_top_k,
+                clock=clock,
+            )
+        self._state = EmulatorState(
+            store, api_keys, other_org_store=other_org_store, other_org_keys=other_org_keys
+        )
         for rule in faults:
             self._state.faults.add(rule)
         self.app = create_app(self._state)

@@ -412,3 +412,22 @@ async def test_reset_forgets_namespaces_faults_and_counters(
     assert (await http.get("/v1/namespaces")).json() == {"namespaces": []}
     assert (await http.get("/_emulator/faults")).json() == {"faults": []}
     assert emulator.request_count() == 1
+
+
+async def test_namespaces_are_per_organisation() -> None:
+    """A key of another organisation sees none of the first's namespaces, and may have its
+    own with the same name (turbopuffer's namespaces are per organisation)."""
+    other = "tpuf-other-org"
+    async with Emulator(api_keys=[API_KEY], other_org_keys=[other]) as emu:
+        async with (
+            httpx.AsyncClient(base_url=emu.url, headers=auth()) as ours,
+            httpx.AsyncClient(base_url=emu.url, headers=auth(other)) as theirs,
+        ):
+            await seed(ours, "shared", n=3)
+            assert (await theirs.get("/v2/namespaces/shared/metadata")).status_code == 404
+            listed = (await theirs.get("/v1/namespaces")).json()["namespaces"]
+            assert listed == []
+            await seed(theirs, "shared", n=1)
+            mine = (await ours.get("/v2/namespaces/shared/metadata")).json()
+            yours = (await theirs.get("/v2/namespaces/shared/metadata")).json()
+            assert (mine["approx_row_count"], yours["approx_row_count"]) == (3, 1)

@@ -23,6 +23,7 @@ from tests.processes import EmulatorProcess, WorkerProcess, layer_env, wait_unti
 
 __all__ = [
     "EMULATOR_KEY",
+    "FOREIGN_ORG_KEY",
     "OTHER_EMULATOR_KEY",
     "EmulatorProcess",
     "LayerCluster",
@@ -36,6 +37,8 @@ __all__ = [
 EMULATOR_KEY = "tpuf-test-key"
 #: A second upstream key: another tenant, for cache and credential isolation tests.
 OTHER_EMULATOR_KEY = "tpuf-test-key-2"
+#: A key of another organisation: upstream accepts it, but it sees none of our namespaces.
+FOREIGN_ORG_KEY = "tpuf-test-foreign-org"
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +52,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
     running = EmulatorProcess(
         tmp_path_factory.mktemp("emulator") / "emulator.log",
+        "--other-org-key",
+        FOREIGN_ORG_KEY,
         api_keys=(EMULATOR_KEY, OTHER_EMULATOR_KEY),
     )
     yield running

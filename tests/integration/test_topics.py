@@ -139,7 +139,9 @@ async def test_a_worker_refuses_a_topic_with_another_partition_count(
 
 async def test_a_worker_without_a_broker_stops_with_one_line(cluster: LayerCluster) -> None:
     broker_url = f"kafka://127.0.0.1:{free_port()}"  # nothing listens there
-    status, printed = wait_for_exit(cluster, LAYER_KAFKA_BROKER=broker_url)
+    status, printed = wait_for_exit(
+        cluster, LAYER_KAFKA_BROKER=broker_url, LAYER_KAFKA_START_TIMEOUT_MS="3000"
+    )
     assert status != 0
     assert printed.strip().startswith(
         f"layer: no Kafka broker answered at {broker_url.removeprefix('kafka://')} within "
