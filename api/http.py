@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 from pydantic import BaseModel
 
 from api.errors import ApiError
 
 __all__ = ["model_response", "query_int"]
+
+#: What `query_int` accepts: ASCII digits with an optional sign (Python's `int()` would also
+#: take surrounding spaces, `_` separators and non-ASCII digits; a JSON Schema integer not).
+_INTEGER = re.compile(r"[+-]?[0-9]{1,20}")
 
 
 def model_response(
@@ -25,14 +31,18 @@ def model_response(
 def query_int(
     request: web.Request, name: str, *, default: int | None, minimum: int, maximum: int
 ) -> int | None:
-    """An integer query parameter within [minimum, maximum]; a 400 otherwise (no clamping)."""
+    """An integer query parameter within [minimum, maximum], `default` if absent.
+
+    A parameter that is given must be valid: empty (`?page_size=`), not a plain decimal
+    integer (`1.0`, `1e3`, ` 1`, `１`, `1_000`) or out of range is a 400, never a default or
+    a clamp.
+    """
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"query parameter {name} must be an integer") from None
+    if not _INTEGER.fullmatch(raw):
+        raise ApiError(400, f"query parameter {name} must be an integer")
+    value = int(raw)
     if not minimum <= value <= maximum:
         raise ApiError(400, f"query parameter {name} must be between {minimum} and {maximum}")
     return value
