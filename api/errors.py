@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from layer.errors import LayerError
 from layer.upstream import (
@@ -22,7 +22,14 @@ from layer.upstream import (
     UpstreamUnavailable,
 )
 
-__all__ = ["ApiError", "error_body", "error_middleware", "error_response", "to_api_error"]
+__all__ = [
+    "ApiError",
+    "allowed_methods",
+    "error_body",
+    "error_middleware",
+    "error_response",
+    "to_api_error",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +76,43 @@ def to_api_error(exc: LayerError) -> ApiError:
     return ApiError(500, "internal error")
 
 
+async def allowed_methods(request: web.Request) -> list[str]:
+    """The methods Layer's own routes serve on this request's path, but the request's own.
+
+    For a 405: `Allow` lists them. The catch-all proxy (it takes every method) is not one of
+    Layer's routes; Faust registers HEAD with every view, so a view that has no GET answers
+    HEAD with a 405 too, and HEAD is left out of its `Allow`.
+    """
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        _, methods = await resource.resolve(request)
+        if hdrs.METH_ANY not in methods:
+            allowed |= methods
+    if hdrs.METH_GET not in allowed:
+        allowed.discard(hdrs.METH_HEAD)
+    allowed.discard(request.method)
+    return sorted(allowed)
+
+
+def _method_not_allowed(request: web.Request, allowed: list[str]) -> web.Response:
+    return error_response(
+        405, f"method {request.method} not allowed", {"Allow": ", ".join(allowed)}
+    )
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        return await handler(request)
+        response = await handler(request)
+        if (
+            response.status == 405
+            and "Allow" not in response.headers
+            and request.match_info.route.method != hdrs.METH_ANY
+        ):
+            # A Faust view refusing a method it was registered for (HEAD on a POST-only
+            # view): its own error body has neither turbopuffer's shape nor `Allow`.
+            return _method_not_allowed(request, await allowed_methods(request))
+        return response
     except ApiError as exc:
         return error_response(exc.status, exc.message, exc.headers)
     except LayerError as exc:
@@ -81,11 +121,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        message = {404: "not found", 405: f"method {request.method} not allowed"}.get(
-            exc.status, exc.reason
-        )
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return error_response(exc.status, message, headers)
+        if exc.status == 405:
+            # aiohttp's or the proxy's refusal of a method on one of Layer's routes.
+            return _method_not_allowed(request, await allowed_methods(request))
+        message = "not found" if exc.status == 404 else exc.reason
+        return error_response(exc.status, message)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal error")

@@ -31,7 +31,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from api.auth import credential_of
-from api.errors import ApiError
+from api.errors import ApiError, allowed_methods
 from api.notifications import notification_buffer
 from api.replica import ROUTED_HEADER, not_ready, owner_url
 from api.stable_reads import stable_read_cut, with_stable_filter
@@ -297,8 +297,12 @@ async def _relay_to_owner(request: web.Request, namespace: str, owner: str) -> w
 async def proxy(request: web.Request) -> web.StreamResponse:
     """Catch-all handler for turbopuffer's routes (registered last, after Layer's own)."""
     path = request.path
+    if allowed := await allowed_methods(request):
+        # One of Layer's own routes, with a method it does not serve (TRACE, OPTIONS, PUT…):
+        # 405 listing what it serves, never upstream (turbopuffer's shape: api/errors.py).
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
     if LAYER_OWNED_PATHS.match(path):
-        raise web.HTTPMethodNotAllowed(request.method, [])
+        raise web.HTTPNotFound()
     if not path.startswith(("/v1/", "/v2/")):
         raise web.HTTPNotFound()
     namespace: str | None = None
