@@ -29,16 +29,16 @@ module docstring defines the categories exactly: `false_stable` (and its splits
 `lost_write`, `liveness`, `missing_event`, `layer_5xx`, `watermark_lag`.
 
 Exit status: 0 when no *gating* category has a violation, 1 otherwise (2: the harness could
-not run). Gating by default: `false_stable`, `watermark_regression`, `lost_write`,
-`liveness`, `layer_5xx`. `--strict` adds the other four, which are reported but not gating
-yet because each needs a guarantee Layer does not claim today (issue 11 adds them):
-- `false_stable_broker_stalled`: while Kafka is stalled a proxied write's notification waits
-  in the accepting worker's buffer; that worker answers "not stable", but the namespace's
-  owner (another worker, which every read is routed to) cannot know of it yet;
+not run). Gating by default: `false_stable`, `false_stable_broker_stalled`,
+`watermark_regression`, `lost_write`, `liveness`, `layer_5xx`, `watermark_lag_beyond_margin`,
+`watermark_lag_at_end`. `--strict` adds the other three, reported but not gating because
+Layer does not promise them:
 - `false_stable_direct_unnotified`: a direct producer's write whose notification has not
-  reached Kafka is invisible to every worker; only the read's own upstream fetch can reveal it;
-- `watermark_lag`: the design allows a stable `stable_as_of` up to the safety margin below
-  `last_write_ms` for a moment (invariant 2; rule 4 makes it catch up);
+  reached Kafka is invisible to every worker; only the read's own upstream fetch can reveal
+  it (and does, for a read of `/metadata`): this is what no single worker can decide;
+- `watermark_lag`: invariant 2 allows a stable `stable_as_of` up to the safety margin below
+  `last_write_ms` for a moment (rule 4 makes it catch up; beyond the margin, or left at the
+  end, it gates);
 - `missing_event`: stability events are published after the table write, at least once; a
   worker killed in between may lose one until the changelog-driven re-publication exists.
 `--gate a,b,...` chooses the gating categories explicitly.

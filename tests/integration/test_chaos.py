@@ -29,6 +29,7 @@ from chaos_observer import (  # noqa: E402
     Write,
     check_false_stable,
     check_missing_event,
+    check_watermark_lag,
     check_watermark_regression,
     classify_5xx,
     liveness_deadline,
@@ -72,6 +73,27 @@ def test_regression_compares_with_answers_received_before_the_request_was_sent()
     ]
     found = check_watermark_regression(record)
     assert [(v.worker, v.at_ms) for v in found] == [("w2", 40), ("w1", 60)]
+
+
+def test_watermark_lag_gates_beyond_the_margin_and_at_the_end_only() -> None:
+    bounds = Bounds(fast_poll_ms=300, index_delay_ms=300, safety_margin_ms=200,
+                    poll_max_backoff_ms=2000)  # fmt: skip
+    record = Record(origin_ms=0)
+    record.live_at_end = {"w1"}
+
+    def stable(sent: int, as_of: int, last_write: int, purpose: str = "probe") -> Exchange:
+        return Exchange("read", "ns", "w1", purpose, sent, sent + 5, 200, is_stable=True,
+                        stable_as_of=as_of, last_write_ms=last_write)  # fmt: skip
+
+    record.exchanges = [
+        stable(0, 1000, 1100),  # 100 ms behind: within the margin
+        stable(10, 1000, 1300),  # 300 ms behind: beyond it
+        stable(20, 1300, 1300, purpose="settle"),  # caught up at the end
+    ]
+    kinds = sorted(v.category for v in check_watermark_lag(record, bounds))
+    assert kinds == ["watermark_lag", "watermark_lag", "watermark_lag_beyond_margin"]
+    record.exchanges.append(stable(30, 1300, 1400, purpose="settle"))  # left behind
+    assert "watermark_lag_at_end" in {v.category for v in check_watermark_lag(record, bounds)}
 
 
 def test_false_stable_counts_only_answers_inside_the_known_unindexed_window() -> None:
