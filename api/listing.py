@@ -42,9 +42,14 @@ __all__ = ["NamespaceList", "WarmNamespace"]
 #: turbopuffer's list page limits (REFERENCE §4).
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
-#: A cursor is opaque, but not unbounded: it goes into an upstream URL.
+#: A cursor is opaque, but not unbounded: it goes into an upstream URL. Printable ASCII
+#: only (upstream's cursors are), so even percent-encoded it fits a request line.
 MAX_CURSOR_CHARS = 2048
-_prefix_re = re.compile(NAMESPACE_PATTERN.replace("{1,128}", "{0,128}"))
+CURSOR_PATTERN = r"^[!-~]*$"
+_cursor_re = re.compile(CURSOR_PATTERN)
+#: `prefix`: what a namespace name may hold, 0-128 of it (the OpenAPI document declares it).
+PREFIX_PATTERN = NAMESPACE_PATTERN.replace("{1,128}", "{0,128}")
+_prefix_re = re.compile(PREFIX_PATTERN)
 
 #: Namespaces this worker is warming right now (the `warm_inflight` of their rows).
 _warming: set[str] = set()
@@ -64,6 +69,8 @@ class ListingQuery:
         cursor = request.query.get("cursor", "")
         if len(cursor) > MAX_CURSOR_CHARS:
             raise ApiError(400, "query parameter cursor is too long")
+        if not _cursor_re.fullmatch(cursor):
+            raise ApiError(400, "query parameter cursor may only hold printable ASCII characters")
         page_size = query_int(
             request, "page_size", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE
         )
@@ -131,15 +138,25 @@ def _failed_row(name: str, local: bool, exc: Exception) -> NamespaceRow:
     )
 
 
-async def build_listing(
-    query: ListingQuery, credential: Credential, authorization: str
-) -> NamespaceListing:
-    """Fetch one upstream page, enrich every row, cache the answer."""
+async def fetch_page(query: ListingQuery, credential: Credential) -> dict[str, Any]:
+    """One page of upstream's namespace list, fetched with the caller's key."""
     page, _ = await upstream.get_json(
         "/v1/namespaces", api_key=credential.upstream_key, params=query.upstream_params()
     )
     if not isinstance(page, dict) or not isinstance(page.get("namespaces"), list):
         raise ApiError(502, "upstream namespace list has an unexpected shape")
+    return page
+
+
+async def build_listing(
+    query: ListingQuery,
+    credential: Credential,
+    authorization: str,
+    page: dict[str, Any] | None = None,
+) -> NamespaceListing:
+    """Enrich every row of one upstream page (fetched here unless given), cache the answer."""
+    if page is None:
+        page = await fetch_page(query, credential)
     names = [str(row["id"]) for row in page["namespaces"] if isinstance(row, dict) and "id" in row]
     slots = asyncio.Semaphore(settings.namespace_list_concurrency)
     rows = await asyncio.gather(*(_row(name, credential, authorization, slots) for name in names))
@@ -163,8 +180,12 @@ class NamespaceList(web.View):
             return aiohttp_web.Response(body=cached, content_type="application/json")
         authorization = request.headers.get("Authorization", "")
         if prefers_async(request):
+            # The page itself is fetched before the 202, so upstream judges the key (and the
+            # cursor) now: a refused key is a 401 here, never an accepted operation that fails.
+            # The per-row enrichment, the slow part, runs in the background.
+            page = await fetch_page(query, credential)
             operation = operations.start(
-                lambda: build_listing(query, credential, authorization), credential.identity
+                lambda: build_listing(query, credential, authorization, page), credential.identity
             )
             return accepted_response(operation)
         return model_response(await build_listing(query, credential, authorization))

@@ -316,19 +316,41 @@ def test_the_turbopuffer_sdks_own_poller_drives_the_async_listing(
     assert [row["name"] for row in result["namespaces"]] == [f"{prefix}-1", f"{prefix}-2"]  # type: ignore[index]
 
 
-def test_an_operation_failure_is_reported_in_the_pollers_error_format(
+def test_an_async_listing_is_judged_by_upstream_before_the_202(
     worker: WorkerProcess, emulator: EmulatorProcess
 ) -> None:
+    # Upstream's page is fetched before the 202: its verdict on the key and its failures are
+    # the answer itself, never an accepted operation that fails later.
     emulator.add_fault(route="list", status=503, message="list unavailable")
-    accepted = worker.http.get(
+    failed = worker.http.get(
         "/v2/namespaces",
         params={"prefix": unique_namespace("fails")},
         headers={"Prefer": "respond-async"},
     )
-    location = accepted.headers["Location"]
-    done = wait_until(
-        lambda: (b := worker.http.get(location).json())["status"] == "finished" and b, 20, "done"
+    assert _assert_error(failed, 503)["error"] == "list unavailable"
+    emulator.clear_faults()
+    refused = worker.http.get(
+        "/v2/namespaces",
+        params={"prefix": unique_namespace("refused")},
+        headers={"Prefer": "respond-async", "Authorization": "Bearer not-a-key"},
     )
+    _assert_error(refused, 401)
+
+
+async def test_an_operation_failure_is_reported_in_the_pollers_error_format() -> None:
+    # What fails in the background now (a row whose partition has no ready owner) is hard to
+    # provoke on a live worker; the format is the operation's, checked here directly.
+    from api.errors import ApiError
+    from api.operations import Operations
+
+    async def fails() -> Any:
+        raise ApiError(503, "list unavailable")
+
+    operation = Operations("http://127.0.0.1:1").start(fails, "identity")
+    assert operation.task is not None
+    await operation.task
+    done = operation.body().model_dump(mode="json")
+    assert done["status"] == "finished"
     error = done["result"]["error"]
     assert error["status_code"] == 503
     assert error["detail"] == {"status": "error", "error": "list unavailable"}
