@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: dev test install clean
+.PHONY: dev test test-fast install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ dev: install
 ## Run the whole test suite (tests start their own broker and emulator).
 test: install
 	$(BIN)/python -m pytest -q
+
+## The edit loop: unit and agent tests only (no broker, no processes), in seconds.
+test-fast: install
+	$(BIN)/python -m pytest -q tests/unit tests/agents
 
 clean:
 	rm -rf $(VENV) .layer-data .pytest_cache

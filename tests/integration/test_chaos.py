@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT / "bench") not in sys.path:
     sys.path.insert(0, str(ROOT / "bench"))
@@ -160,6 +162,7 @@ def test_5xx_is_layers_unless_not_ready_or_upstreams() -> None:
     assert status(502, at=5000) == "layer"
 
 
+@pytest.mark.timeout(RUN_TIMEOUT_S + 60)
 def test_chaos_short_run_has_no_gating_violation(tmp_path: Path) -> None:
     argv = [sys.executable, str(ROOT / "bench" / "chaos.py"), "--duration", "40", "--short",
             "--run-dir", str(tmp_path)]  # fmt: skip
