@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from agents.transitions import apply_transition, due_schedule, policy, reload_sc
 from layer.app import app, settings, topics
 from layer.clock import now_ms
 from layer.events import CacheActivity, PollTick, Registration, parse_tick_message
-from layer.metrics import counters
+from layer.metrics import metrics
 from layer.ratelimit import TokenBucket
 from layer.services import upstream
 from layer.upstream import (
@@ -81,16 +82,17 @@ class Poller:
             self._tasks[task] = partition
             task.add_done_callback(self._forget)
             started += 1
-        counters["polls_total"] += started
+        metrics.polls.inc(started)
         return started
 
     async def _poll(self, namespace: str, partition: int) -> None:
         try:
             async with self._slots:
                 await self._rate.acquire()
-                started_at = now_ms()
+                started_at, timer = now_ms(), time.perf_counter()
                 transition = await self._observe(namespace, started_at)
             await apply_transition(namespace, partition, transition)
+            metrics.poll_seconds.observe(time.perf_counter() - timer)
         except Exception:  # a poll must never take the agent down with it
             log.exception("poll of %s failed unexpectedly", namespace)
         finally:
@@ -106,12 +108,12 @@ class Poller:
         try:
             _, observation = await self.upstream.metadata(namespace, api_key=self._api_key)
         except UpstreamStatusError as exc:
-            counters["poll_failures_total"] += 1
+            metrics.poll_failures.inc()
             if exc.status_code == 429 and exc.retry_after_ms:
                 self._rate.pause(exc.retry_after_ms / 1000)
             return _failure(namespace, str(exc), started_at, exc.retry_after_ms)
         except UpstreamError as exc:
-            counters["poll_failures_total"] += 1
+            metrics.poll_failures.inc()
             return _failure(namespace, str(exc), started_at, None)
         return _success(namespace, observation, started_at)
 
@@ -198,7 +200,7 @@ async def handle_tick_event(event: EventT) -> None:
             namespace, partition, lambda prev: on_cache_activity(prev, namespace, at_ms)
         )
     elif isinstance(message, Registration):
-        counters["registrations_total"] += 1
+        metrics.registrations.inc()
         await apply_transition(message.namespace, partition, _registration(message))
     else:
         poller.start_due(partition)
@@ -232,7 +234,7 @@ async def publish_poll_ticks() -> None:
         try:
             await topics.ticks.send(partition=partition, value=tick.model_dump_json().encode())
         except Exception as exc:  # whatever the producer raised: the next tick retries
-            counters["tick_send_failures_total"] += 1
+            metrics.tick_send_failures.inc()
             _TickFailures.streak += 1
             level = logging.WARNING if _TickFailures.streak == 1 else logging.DEBUG
             log.log(

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from layer.app import settings, topics
 from layer.clock import now_ms
 from layer.events import StabilityChange, partition_for
-from layer.metrics import counters
+from layer.metrics import metrics
 from tables.faust_tables import freshness_table, snapshots_table
 from tables.freshness import Freshness, WatcherPolicy, stability_change
 from tables.schedule import DueSchedule
@@ -80,7 +80,7 @@ async def apply_transition(namespace: str, partition: int, transition: Transitio
     if new == prev:
         return new
     freshness_table[namespace] = new
-    counters["table_writes_total"] += 1
+    metrics.table_writes.inc()
     # Always, not only when next_poll_ms moved: a poll consumed the namespace's entry, and
     # its result may leave next_poll_ms where it was (stale entries are dropped on pop).
     due_schedule.schedule(partition, namespace, new.next_poll_ms)
@@ -90,6 +90,6 @@ async def apply_transition(namespace: str, partition: int, transition: Transitio
     if history is not None:
         snapshots_table[namespace] = history
     if (event := _stability_event(prev, new)) is not None:
-        counters["stability_events_total"] += 1
+        metrics.stability_events.inc()
         await topics.stability.send(key=namespace.encode(), value=event.model_dump_json().encode())
     return new

@@ -9,6 +9,7 @@ time gives the same state as applying them one by one (tested in tests/unit).
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 from faust.types import Message
 from pydantic import ValidationError
@@ -17,19 +18,28 @@ from agents.dead_letters import dead_letter
 from agents.transitions import apply_transition, partition_of
 from layer.app import app, topics
 from layer.batch_consumer import subscribe_batch_topic
+from layer.clock import now_ms
 from layer.events import parse_write_notification
-from layer.metrics import counters
+from layer.metrics import metrics
 from tables.freshness import effective_write_ms, on_write
 
-__all__ = ["apply_write_notifications", "coalesce_writes", "forward_to_owner"]
+__all__ = ["Coalesced", "apply_write_notifications", "coalesce_writes", "forward_to_owner"]
 
 
-async def coalesce_writes(messages: list[Message]) -> dict[str, tuple[int, int]]:
-    """Latest effective write time per namespace: `{namespace: (written_at_ms, partition)}`.
+class Coalesced(NamedTuple):
+    """One batch's valid notifications (on their own partition)."""
 
-    Invalid messages are dead-lettered and misrouted ones forwarded on the way.
-    """
+    #: Latest effective write time per namespace: `{namespace: (written_at_ms, partition)}`.
+    latest: dict[str, tuple[int, int]]
+    #: The effective write time of each notification (for the lag histogram).
+    written_at_ms: list[int]
+
+
+async def coalesce_writes(messages: list[Message]) -> Coalesced:
+    """Coalesce a batch per namespace; invalid messages are dead-lettered and misrouted ones
+    forwarded on the way."""
     latest: dict[str, tuple[int, int]] = {}
+    written: list[int] = []
     for message in messages:
         try:
             note = parse_write_notification(message.value)
@@ -39,13 +49,14 @@ async def coalesce_writes(messages: list[Message]) -> dict[str, tuple[int, int]]
         if (partition := partition_of(note.namespace)) != message.partition:
             await forward_to_owner(message, note.namespace, partition)
             continue
-        counters["write_notifications_total"] += 1
         record_ms = int(message.timestamp * 1000) if message.timestamp else None
         written_at = effective_write_ms(note.written_at_ms, record_ms)
+        written.append(written_at)
         seen = latest.get(note.namespace)
         if seen is None or written_at > seen[0]:
             latest[note.namespace] = (written_at, partition)
-    return latest
+    metrics.write_notifications.inc(len(written))
+    return Coalesced(latest, written)
 
 
 async def forward_to_owner(message: Message, namespace: str, partition: int) -> None:
@@ -56,7 +67,7 @@ async def forward_to_owner(message: Message, namespace: str, partition: int) -> 
     keying by something else, or using another partitioner (librdkafka's default), lands here;
     the copy keeps the value and the record time, so it means the same write.
     """
-    counters["write_notifications_forwarded_total"] += 1
+    metrics.write_notifications_forwarded.inc()
     await topics.writes.send(
         key=namespace.encode(),
         value=message.value,
@@ -67,12 +78,18 @@ async def forward_to_owner(message: Message, namespace: str, partition: int) -> 
 
 async def apply_write_notifications(messages: list[Message]) -> None:
     """Mark written namespaces unstable (and due) as soon as their notification arrives."""
-    counters["write_batches_total"] += 1
-    latest = await coalesce_writes(messages)
-    for namespace, (written_at, partition) in latest.items():
+    metrics.write_batches.inc()
+    metrics.write_batch_size.observe(len(messages))
+    batch = await coalesce_writes(messages)
+    for namespace, (written_at, partition) in batch.latest.items():
         await apply_transition(
             namespace, partition, partial(on_write, namespace=namespace, written_at_ms=written_at)
         )
+    # Lag as of the batch's application; a write time ahead of this clock (producer skew) is 0.
+    applied_ms = now_ms()
+    observe = metrics.notification_lag_seconds.observe
+    for written_at in batch.written_at_ms:
+        observe(max(0, applied_ms - written_at) / 1000)
 
 
 subscribe_batch_topic(app, topics.writes, apply_write_notifications)

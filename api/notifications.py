@@ -28,7 +28,7 @@ from layer.clients import WriteNotifier
 from layer.clock import now_ms
 from layer.events import WriteNotification
 from layer.kafka_topics import TopicMissingError
-from layer.metrics import counters
+from layer.metrics import metrics
 
 __all__ = ["NotificationBuffer", "notification_buffer"]
 
@@ -81,12 +81,12 @@ class NotificationBuffer:
                 }
             )
         elif len(self._pending) >= self.max_namespaces:
-            counters["notify_dropped_total"] += 1
+            metrics.notify_dropped.inc()
             self._unconfirmed.add(namespace)
             log.error("notification buffer full: %s reported unknown until it drains", namespace)
             return
         self._pending[namespace] = note
-        counters["notify_pending"] = len(self._pending)
+        metrics.notify_pending.set(len(self._pending))
         self._wakeup.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain_forever())
@@ -127,7 +127,7 @@ class NotificationBuffer:
                 try:
                     await self._send(*(note for _, note in batch))
                 except Exception as exc:  # never lose them: a send that failed is retried
-                    counters["notify_retries_total"] += 1
+                    metrics.notify_retries.inc()
                     if isinstance(exc, DELIVERY_ERRORS):
                         log.warning(
                             "%d notifications not delivered (%r); retrying", len(batch), exc
@@ -139,12 +139,12 @@ class NotificationBuffer:
                     delay = min(delay * 2, RETRY_MAX_S)
                     continue
                 delay = RETRY_INITIAL_S
-                counters["notify_sent_total"] += len(batch)
+                metrics.notify_sent.inc(len(batch))
                 for namespace, note in batch:
                     if self._pending.get(namespace) is note:
                         del self._pending[namespace]
                     self._unconfirmed.discard(namespace)
-                counters["notify_pending"] = len(self._pending)
+                metrics.notify_pending.set(len(self._pending))
 
     async def _reset_notifier(self) -> None:
         notifier, self._notifier = self._notifier, None

@@ -1,9 +1,10 @@
 """Installs Layer's middlewares on Faust's web server.
 
-Order (outermost first): shutdown (refuses new requests once the hand-over began, counts
-those in flight), errors (everything below answers in turbopuffer's error shape),
-compression, auth (every route but the probes), the per-key rate limit. Then Layer's own
-routes, and last the catch-all proxy to turbopuffer (api/proxy.py).
+Order (outermost first): metrics (times every request, refusals included), shutdown
+(refuses new requests once the hand-over began, counts those in flight), errors (everything
+below answers in turbopuffer's error shape), compression, auth (every route but the probes),
+the per-key rate limit. Then Layer's own routes, and last the catch-all proxy to turbopuffer
+(api/proxy.py), named `proxy` (its `route` label in the metrics).
 """
 
 from __future__ import annotations
@@ -12,12 +13,18 @@ from typing import Any
 
 from api.auth import auth_middleware
 from api.errors import error_middleware
-from api.middleware import compression_middleware, rate_limit_middleware
+from api.middleware import (
+    PROXY_ROUTE_NAME,
+    compression_middleware,
+    http_metrics_middleware,
+    rate_limit_middleware,
+)
 from api.notifications import notification_buffer
 from api.proxy import close_proxy_client, proxy
 from api.replica import close_peer_client
 from api.shutdown import shutdown_middleware
 from layer.app import app, settings
+from layer.metrics import metrics
 
 __all__ = ["install_middlewares"]
 
@@ -26,6 +33,7 @@ def install_middlewares(web: Any) -> None:
     """Called by Faust when its web server is built, after every page is registered."""
     web.web_app.middlewares.extend(
         [
+            http_metrics_middleware(metrics),
             shutdown_middleware,
             error_middleware,
             compression_middleware,
@@ -36,7 +44,7 @@ def install_middlewares(web: Any) -> None:
     # Writes can be as large as turbopuffer accepts (aiohttp's default limit is 1 MiB).
     web.web_app._client_max_size = settings.max_body_bytes
     # Last, so Layer's own routes match first: everything else goes upstream.
-    web.web_app.router.add_route("*", "/{tail:.*}", proxy)
+    web.web_app.router.add_route("*", "/{tail:.*}", proxy, name=PROXY_ROUTE_NAME)
 
 
 app.on_webserver_init = install_middlewares  # type: ignore[method-assign]

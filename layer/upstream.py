@@ -15,6 +15,7 @@ Errors (drawn once):
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -24,6 +25,7 @@ import httpx
 from layer.errors import LayerError
 from layer.events import NAMESPACE_PATTERN
 from layer.http_transport import AiohttpTransport
+from layer.metrics import metrics
 from tables.freshness import IndexObservation
 
 __all__ = [
@@ -36,12 +38,19 @@ __all__ = [
     "UpstreamUnavailable",
     "parse_metadata",
     "parse_retry_after_ms",
+    "upstream_route",
     "validate_namespace",
 ]
 
 #: Longest upstream error message carried into Layer's own errors and state (no body dumps).
 MAX_ERROR_CHARS = 200
 _namespace_re = re.compile(NAMESPACE_PATTERN)
+#: `/v{n}/namespaces[/{namespace}[/{action}]]`: the route label is the action, never the name.
+_ROUTE_RE = re.compile(r"^/v\d+/namespaces(?:/[^/]+(?:/(?P<action>[^/?]+))?)?/?$")
+#: Actions a route label may name; anything else is `other` (labels must stay few).
+_KNOWN_ACTIONS = frozenset(
+    {"metadata", "hint_cache_warm", "query", "multi-query", "schema", "export", "explain_query"}
+)
 
 
 class UpstreamError(LayerError):
@@ -101,6 +110,19 @@ def parse_retry_after_ms(headers: httpx.Headers) -> int | None:
     except (TypeError, ValueError):
         return None
     return max(0, int((when - datetime.now(UTC)).total_seconds() * 1000))
+
+
+def upstream_route(path: str) -> str:
+    """A low-cardinality name for an upstream path (the `route` label of upstream timings):
+    `list` for the namespace list, the action (`metadata`, `hint_cache_warm`, ...) for a
+    namespace's route, `namespace` for the namespace itself (writes), `other` otherwise."""
+    match = _ROUTE_RE.match(path)
+    if match is None:
+        return "other"
+    action = match["action"]
+    if action is None:
+        return "list" if path.rstrip("/").endswith("/namespaces") else "namespace"
+    return action if action in _KNOWN_ACTIONS else "other"
 
 
 def _error_message(response: httpx.Response) -> str:
@@ -175,6 +197,7 @@ class Upstream:
     ) -> httpx.Response:
         """Send one request; connection failures and timeouts become UpstreamErrors."""
         all_headers = {"Authorization": f"Bearer {api_key}", **(headers or {})}
+        started = time.perf_counter()
         try:
             return await self.client.request(
                 method, path, params=params, json=json, headers=all_headers
@@ -185,6 +208,10 @@ class Upstream:
             ) from None
         except httpx.TransportError as exc:
             raise UpstreamUnavailable(f"upstream unreachable ({type(exc).__name__})") from None
+        finally:
+            metrics.upstream_request_seconds.labels(route=upstream_route(path)).observe(
+                time.perf_counter() - started
+            )
 
     async def get_json(
         self, path: str, *, api_key: str, params: dict[str, str] | None = None

@@ -18,10 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from layer.embedded_broker import free_port
 
-__all__ = ["EmulatorProcess", "WorkerProcess", "clean_environment", "layer_env", "wait_until"]
+__all__ = [
+    "EmulatorProcess",
+    "WorkerProcess",
+    "clean_environment",
+    "layer_env",
+    "parse_metrics",
+    "wait_until",
+]
 
 #: Upper bounds for things that normally take ~3 s (worker join) or less.
 WORKER_READY_TIMEOUT_S = 60.0
@@ -48,6 +56,27 @@ def clean_environment() -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.startswith(("LAYER_", "TURBOPUFFER_", "NAMESPACE_LIST"))
     }
+
+
+def parse_metrics(exposition: str) -> dict[str, float]:
+    """Prometheus text → `{name{label="value",...}: value}` (labels sorted, `le` included;
+    no braces for an unlabelled sample), `layer_` dropped from Layer's own names."""
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            name = sample.name.removeprefix("layer_")
+            if sample.labels:
+                labels = ",".join(
+                    f'{key}="{_escape_label(value)}"'
+                    for key, value in sorted(sample.labels.items())
+                )
+                name = f"{name}{{{labels}}}"
+            values[name] = sample.value
+    return values
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def layer_env(
@@ -234,15 +263,11 @@ class WorkerProcess:
         return state
 
     def metrics(self) -> dict[str, float]:
-        """`GET /metrics` as `{name without the layer_ prefix: value}`."""
+        """`GET /metrics` as `{sample: value}` (`parse_metrics`): `polls_total`,
+        `http_request_seconds_count{route="/metrics",status="200"}`, `process_cpu_seconds_total`."""
         response = self.http.get("/metrics")
         assert response.status_code == 200, response.text
-        values: dict[str, float] = {}
-        for line in response.text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                values[name.removeprefix("layer_")] = float(value)
-        return values
+        return parse_metrics(response.text)
 
     def rss_kb(self) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():

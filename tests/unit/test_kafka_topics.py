@@ -27,7 +27,7 @@ from layer.kafka_topics import (
     layer_topic_specs,
     without_auto_creation,
 )
-from layer.metrics import counters
+from layer.metrics import metrics
 
 
 def _built(request: MetadataRequest) -> MetadataRequest_v5:
@@ -126,12 +126,12 @@ async def test_a_failed_tick_send_is_counted_and_does_not_raise(
 
     send = AsyncMock(side_effect=[None, TimeoutError("broker away")])
     monkeypatch.setattr(topics.ticks, "send", send)
-    failures = counters["tick_send_failures_total"]
+    failures = metrics.value("layer_tick_send_failures_total")
     await tick_round()
-    assert counters["tick_send_failures_total"] == failures + 1
+    assert metrics.value("layer_tick_send_failures_total") == failures + 1
     assert send.await_count == 2  # the round stopped at the failure
 
     send.reset_mock(side_effect=True)
     await tick_round()
     assert send.await_count == settings.topic_partitions  # the next tick sends them all
-    assert counters["tick_send_failures_total"] == failures + 1
+    assert metrics.value("layer_tick_send_failures_total") == failures + 1
