@@ -3,12 +3,17 @@ the route labels of upstream timings name the route, never the namespace."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from layer.metrics import LAG_BUCKETS_S, LATENCY_BUCKETS_S, LayerMetrics, metrics
 from layer.upstream import Upstream, UpstreamTimeout, upstream_route
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 #: Exported family name → type; counters are exported with `_total` (names the README, the
 #: tests and bench/ read).
@@ -101,6 +106,15 @@ def test_latency_buckets_run_from_sub_millisecond_past_the_upstream_timeout() ->
     assert LAG_BUCKETS_S[0] <= 0.005 and LAG_BUCKETS_S[-1] >= 300
     for buckets in (LATENCY_BUCKETS_S, LAG_BUCKETS_S):
         assert list(buckets) == sorted(set(buckets))
+
+
+def test_the_readme_metrics_section_lists_exactly_the_layer_metrics() -> None:
+    section = README.read_text().split("### Metrics", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(layer_[a-z_]+)(?:\{[^`]*\})?` \|", section, re.MULTILINE))
+    expected = {
+        f"{name}_total" if kind == "counter" else name for name, kind in LAYER_METRICS.items()
+    }
+    assert documented == expected
 
 
 # --- upstream route labels ------------------------------------------------------------------
