@@ -244,15 +244,15 @@ def test_listing_is_gzip_compressed_only_when_the_client_asks(
         headers={**AUTH, "Accept-Encoding": "identity"},
     )  # fmt: skip
     assert "Content-Encoding" not in plain.headers
-    raw = httpx.Client().send(
-        httpx.Request(
+    with (
+        httpx.Client() as client,
+        client.stream(
             "GET", f"{worker.url}/v2/namespaces", params={"prefix": prefix},
             headers={**AUTH, "Accept-Encoding": "gzip"},
-        ),
-        stream=True,
-    )  # fmt: skip
-    assert raw.headers["Content-Encoding"] == "gzip"
-    body = gzip.decompress(b"".join(raw.iter_raw()))
+        ) as raw,
+    ):  # fmt: skip
+        assert raw.headers["Content-Encoding"] == "gzip"
+        body = gzip.decompress(b"".join(raw.iter_raw()))
     assert body == plain.content
 
 
