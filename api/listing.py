@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web as aiohttp_web
 from faust import web
 
+from api.access import namespace_access
 from api.auth import Credential, credential_of
 from api.cache import TtlCache
 from api.errors import ApiError
@@ -117,22 +118,29 @@ async def _row(
                 remote: dict[str, Any] = await get_from_owner(
                     owner, f"/v2/namespaces/{name}/metadata", authorization
                 )
-                owners_block = LayerBlock.model_validate(remote.pop("layer"))
-                block = with_evidence(owners_block, read_evidence(name))
+                owners = remote.pop("layer")  # None: another organisation's namespace
+                block = (
+                    None
+                    if owners is None
+                    else with_evidence(LayerBlock.model_validate(owners), read_evidence(name))
+                )
                 body = remote
         except ApiError as exc:
             if exc.status == 503:
                 raise
-            return _failed_row(name, local, exc)
+            return _failed_row(name, local, credential, exc)
         except (LayerError, ValueError, KeyError) as exc:
-            return _failed_row(name, local, exc)
+            return _failed_row(name, local, credential, exc)
     return listing_row(name, body, block, warm_inflight=name in _warming)
 
 
-def _failed_row(name: str, local: bool, exc: Exception) -> NamespaceRow:
+def _failed_row(name: str, local: bool, credential: Credential, exc: Exception) -> NamespaceRow:
     """A row whose metadata call failed: freshness from this worker's table if it owns the
-    namespace, none otherwise (the owner's answer was the error)."""
-    block = local_block(name) if local else layer_block(None, "unknown")
+    namespace and the caller is known to see the watched organisation; none otherwise (the
+    owner's answer was the error, or nothing says the caller's namespace is the watched one)."""
+    block: LayerBlock | None = None
+    if namespace_access.trusted(credential):
+        block = local_block(name) if local else layer_block(None, "unknown")
     return listing_row(
         name, None, block, warm_inflight=name in _warming, metadata_error=_short(exc)
     )

@@ -4,7 +4,9 @@ Response: every field upstream sent, verbatim (unknown ones too), and `layer`:
 `stable_as_of` (epoch ms of the watcher's watermark; null before the namespace was ever
 observed stable), `is_stable` (false on cold start), `status`, `last_write_ms`,
 `last_poll_ms` (null: not seen yet) and `cache_state`. Upstream errors keep their status
-(404 stays 404). The read registers the namespace with the watcher (an event).
+(404 stays 404). The read registers the namespace with the watcher (an event). `layer` is
+null when the caller's key sees another organisation's namespace of this name (one Layer
+deployment serves one organisation: api/access.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from faust import web
 
+from api.access import namespace_access
 from api.auth import Credential, credential_of
 from api.http import model_response
 from api.models import LayerBlock, MetadataResponse
@@ -57,16 +60,23 @@ def local_block(namespace: str, *, upstream_up_to_date: bool | None = None) -> L
 
 async def observe_namespace(
     namespace: str, credential: Credential
-) -> tuple[dict[str, Any], LayerBlock]:
+) -> tuple[dict[str, Any], LayerBlock | None]:
     """Fetch upstream metadata with the caller's key, tell the watcher, and pair it with `layer`.
 
     The answer fetched here is evidence for this very answer: `updating` upstream means not
-    stable here, whatever the table says (the watcher hears of it as an event).
+    stable here, whatever the table says (the watcher hears of it as an event). A caller
+    whose key sees another organisation's namespace of this name gets upstream's answer and
+    no `layer` (None), and its answer is not the watcher's business (api/access.py).
     """
     started_at = now_ms()
     body, _ = await upstream.get_json(
         f"/v2/namespaces/{namespace}/metadata", api_key=credential.upstream_key
     )
+    caller_created_at = body.get("created_at") if isinstance(body, dict) else None
+    if not await namespace_access.sees_watched(
+        credential, namespace, caller_created_at if isinstance(caller_created_at, str) else None
+    ):
+        return body, None
     try:
         observation = parse_metadata(body)
     except UpstreamBadResponse:
@@ -83,6 +93,8 @@ async def forward_with_evidence(request: web.Request, namespace: str, owner: str
     if response.status != 200 or evidence == ReadEvidence():
         return response
     body = json.loads(response.body)  # type: ignore[arg-type]
+    if body.get("layer") is None:
+        return response  # another organisation's namespace: no Layer data to amend
     body["layer"] = with_evidence(LayerBlock.model_validate(body["layer"]), evidence)
     return model_response(MetadataResponse(**body))
 

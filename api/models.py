@@ -57,7 +57,11 @@ class MetadataResponse(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    layer: LayerBlock
+    layer: LayerBlock | None = Field(
+        description="Layer's freshness of the namespace; null when the caller's API key "
+        "belongs to another organisation than the one this Layer deployment watches (its "
+        "namespace of this name is another namespace)."
+    )
 
 
 class CacheState(BaseModel):
@@ -71,9 +75,11 @@ class NamespaceRow(BaseModel):
     name: str
     row_count: int | None
     size_bytes: int | None
+    #: Layer's fields (this and the next three) are null on the row of another organisation's
+    #: namespace (the caller's key is not of the watched organisation: api/access.py).
     stable_as_of_ms: int | None
-    is_stable: bool
-    cache_state: CacheState
+    is_stable: bool | None
+    cache_state: CacheState | None
     last_write_ms: int | None
     shadow: bool
     labels: dict[str, str]

@@ -30,6 +30,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from api.access import namespace_access
 from api.auth import credential_of
 from api.errors import ApiError, allowed_methods
 from api.notifications import notification_buffer
@@ -236,7 +237,13 @@ async def _proxy_query(
     raw = await _read_body(request)
     # State this worker has not recovered (or no longer owns) is no basis for a cut: such a
     # query goes unfiltered, as for a namespace Layer does not know.
-    state = freshness_table.get(namespace) if readiness.answers(namespace) else None
+    # Nor is the state of another organisation's namespace of this name (api/access.py).
+    state = (
+        freshness_table.get(namespace)
+        if readiness.answers(namespace)
+        and await namespace_access.caller_sees_watched(credential_of(request), namespace)
+        else None
+    )
     stable_as_of = state.stable_as_of if state is not None else None
     # This worker's own pending notification, or the relaying worker's (it says so).
     evidence = ReadEvidence(

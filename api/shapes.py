@@ -90,13 +90,14 @@ def _int_or_none(value: Any) -> int | None:
 def listing_row(
     name: str,
     upstream_body: dict[str, Any] | None,
-    block: LayerBlock,
+    block: LayerBlock | None,
     *,
     warm_inflight: bool,
     metadata_error: str | None = None,
 ) -> NamespaceRow:
     """One listing row. Counts come from this request's upstream metadata (None when that
-    call failed); freshness is the same `layer` block `/metadata` shows.
+    call failed); freshness is the same `layer` block `/metadata` shows (none: another
+    organisation's namespace, so Layer's fields are null).
     `shadow` and `labels` pass through from upstream metadata when it has them."""
     body = upstream_body or {}
     labels = body.get("labels")
@@ -104,10 +105,12 @@ def listing_row(
         name=name,
         row_count=_int_or_none(body.get("approx_row_count")),
         size_bytes=_int_or_none(body.get("approx_logical_bytes")),
-        stable_as_of_ms=block.stable_as_of,
-        is_stable=block.is_stable,
-        cache_state=CacheState(state=block.cache_state, warm_inflight=warm_inflight),
-        last_write_ms=block.last_write_ms,
+        stable_as_of_ms=block.stable_as_of if block else None,
+        is_stable=block.is_stable if block else None,
+        cache_state=(
+            CacheState(state=block.cache_state, warm_inflight=warm_inflight) if block else None
+        ),
+        last_write_ms=block.last_write_ms if block else None,
         shadow=body.get("shadow") is True,
         labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {},
         metadata_error=metadata_error,

@@ -149,13 +149,17 @@ def parse_metadata(body: Any) -> IndexObservation:
         value = body.get(key)
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
-    updated_at = body.get("updated_at")
+    def optional_str(key: str) -> str | None:
+        value = body.get(key)
+        return value if isinstance(value, str) else None
+
     return IndexObservation(
         index_status=status,
         index=index,
         approx_row_count=optional_int("approx_row_count"),
         approx_logical_bytes=optional_int("approx_logical_bytes"),
-        updated_at=updated_at if isinstance(updated_at, str) else None,
+        updated_at=optional_str("updated_at"),
+        created_at=optional_str("created_at"),
     )
 
 

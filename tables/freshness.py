@@ -85,6 +85,9 @@ class IndexObservation:
     approx_row_count: int | None = None
     approx_logical_bytes: int | None = None
     updated_at: str | None = None
+    #: When upstream created the namespace: with the name, what identifies *this* namespace
+    #: (a name is per organisation; a deleted and recreated namespace gets a new one).
+    created_at: str | None = None
 
 
 class Freshness(faust.Record, serializer="json", namespace="layer.Freshness"):
@@ -110,6 +113,8 @@ class Freshness(faust.Record, serializer="json", namespace="layer.Freshness"):
     approx_row_count: int | None = None
     approx_logical_bytes: int | None = None
     updated_at: str | None = None
+    #: `created_at` of the namespace the watcher's key sees (its organisation's); None: unknown.
+    created_at: str | None = None
     #: Latest successful cache warm or proxied query (upstream cache activity); None: never.
     last_cache_activity_ms: int | None = None
 
@@ -189,6 +194,8 @@ def on_poll(
         "approx_row_count": observation.approx_row_count,
         "approx_logical_bytes": observation.approx_logical_bytes,
         "updated_at": observation.updated_at,
+        # A read's observation carries none: it keeps the watcher's own.
+        "created_at": observation.created_at or state.created_at,
     }
     if observation.index_status == "updating":
         return _replace(

@@ -68,6 +68,7 @@ def test_parse_metadata_reads_a_quiet_up_to_date_namespace() -> None:
         approx_row_count=12500,
         approx_logical_bytes=48800000,
         updated_at="2026-05-12T18:49:00Z",
+        created_at=QUIET_BODY["created_at"],
     )
 
 
