@@ -103,6 +103,8 @@ def test_layer_notify_and_layer_watch_on_the_command_line(
     finally:
         watch.terminate()
         watch.wait(10)
+        if watch.stdout is not None:
+            watch.stdout.close()
     flip = next(line for line in lines if "became_stable" in line)
     assert name in flip and "is_stable=true" in flip
     assert all(line.split()[1] == name for line in lines)

@@ -130,6 +130,7 @@ def test_layer_dev_survives_the_readme_example_before_and_at_the_banner(tmp_path
         dev.send_signal(signal.SIGTERM)
         dev.wait(timeout=30)
         reader.join(timeout=10)
+        dev.stdout.close()
     output = "".join(lines.queue)
     assert dev.returncode == 0, output
     assert "a component exited" not in output, output
