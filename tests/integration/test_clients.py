@@ -9,6 +9,7 @@ import select
 import subprocess
 import sys
 import time
+from contextlib import aclosing
 from pathlib import Path
 
 from layer.clients import WriteNotifier, stability_changes
@@ -38,13 +39,17 @@ async def test_write_notifier_and_stability_iterator_round_trip_through_a_worker
     worker = cluster.worker().start()
 
     async def first_change() -> str:
-        async for change in stability_changes(
-            cluster.broker.bootstrap,
-            topic_prefix=cluster.topic_prefix,
-            prefix=prefix,
-            from_beginning=True,
-        ):
-            return f"{change.namespace}:{change.change}"
+        # Closed when left (its consumer stops now, not when the generator is collected).
+        async with aclosing(
+            stability_changes(
+                cluster.broker.bootstrap,
+                topic_prefix=cluster.topic_prefix,
+                prefix=prefix,
+                from_beginning=True,
+            )
+        ) as changes:
+            async for change in changes:
+                return f"{change.namespace}:{change.change}"
         raise AssertionError("the iterator ended")
 
     watching = asyncio.create_task(first_change())
