@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-from faust.types import TP, EventT
+from faust.types import TP, EventT, StreamT
 from pydantic import ValidationError
 
 from agents.dead_letters import dead_letter
 from agents.transitions import apply_transition, due_schedule, policy, reload_schedule
-from layer.app import app, settings, topics
+from layer.app import app, on, settings, topics
 from layer.clock import now_ms
 from layer.events import CacheActivity, PollTick, Registration, parse_tick_message
 from layer.metrics import metrics
@@ -186,7 +185,7 @@ poller = Poller(
 )
 
 
-async def handle_tick_event(event: EventT) -> None:
+async def handle_tick_event(event: EventT[bytes]) -> None:
     """Apply one `ticks` message: a registration, or a tick for this event's partition."""
     try:
         message = parse_tick_message(event.message.value)
@@ -207,9 +206,9 @@ async def handle_tick_event(event: EventT) -> None:
 
 
 @app.agent(topics.ticks, name="poll_due_namespaces")
-async def poll_due_namespaces(stream: AsyncIterator[bytes]) -> None:
+async def poll_due_namespaces(stream: StreamT[bytes]) -> None:
     """Poll the due namespaces of each ticked partition; register namespaces seen on reads."""
-    async for event in stream.events():  # type: ignore[attr-defined]
+    async for event in stream.events():
         await handle_tick_event(event)
 
 
@@ -246,13 +245,13 @@ async def publish_poll_ticks() -> None:
         _TickFailures.streak = 0
 
 
-@app.on_partitions_assigned.connect
+@on(app.on_partitions_assigned)
 async def forget_due_schedule(sender: Any, *args: Any, **kwargs: Any) -> None:
     """Ownership changed: the schedule is rebuilt from the table on the next tick."""
     due_schedule.clear()
 
 
-@app.on_partitions_revoked.connect
+@on(app.on_partitions_revoked)
 async def stop_polls_of_revoked_partitions(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
     """Before a partition is handed over, its polls in flight end (see `Poller.cancel`).
 
@@ -263,7 +262,7 @@ async def stop_polls_of_revoked_partitions(sender: Any, revoked: set[TP], **kwar
     await app.producer.flush()
 
 
-@app.on_before_shutdown.connect
+@on(app.on_before_shutdown)
 async def close_upstream(sender: Any, *args: Any, **kwargs: Any) -> None:
     await poller.drain()
     await poller.upstream.aclose()

@@ -180,7 +180,7 @@ async def build_listing(
 class NamespaceList(web.View):
     """The dashboard's inventory: upstream's list, each row with freshness and cache signals."""
 
-    async def get(self, request: web.Request) -> web.Response:
+    async def get(self, request: aiohttp_web.Request) -> aiohttp_web.Response:
         query = ListingQuery.from_request(request)
         credential = credential_of(request)
         cached = listing_cache.get((credential.identity, query))
@@ -203,7 +203,7 @@ class NamespaceList(web.View):
 class WarmNamespace(web.View):
     """Ask upstream to warm the namespace's cache (`hint_cache_warm`)."""
 
-    async def post(self, request: web.Request, namespace: str) -> web.Response:
+    async def post(self, request: aiohttp_web.Request, namespace: str) -> aiohttp_web.Response:
         validate_namespace(namespace)
         _warming.add(namespace)
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from aiohttp import web as aiohttp_web
 from faust import web
 
 from api.access import namespace_access
@@ -86,7 +87,9 @@ async def observe_namespace(
     return body, local_block(namespace, upstream_up_to_date=up_to_date)
 
 
-async def forward_with_evidence(request: web.Request, namespace: str, owner: str) -> web.Response:
+async def forward_with_evidence(
+    request: aiohttp_web.Request, namespace: str, owner: str
+) -> aiohttp_web.Response:
     """The owner's answer, with this worker's pending notifications applied to its `layer`."""
     response = await forward_to_owner(request, owner)
     evidence = read_evidence(namespace)
@@ -103,7 +106,7 @@ async def forward_with_evidence(request: web.Request, namespace: str, owner: str
 class NamespaceMetadata(web.View):
     """Upstream metadata proxied verbatim (upstream 404 stays 404), enriched with `layer`."""
 
-    async def get(self, request: web.Request, namespace: str) -> web.Response:
+    async def get(self, request: aiohttp_web.Request, namespace: str) -> aiohttp_web.Response:
         validate_namespace(namespace)
         if (owner := read_route(request, namespace)) is not None:
             return await forward_with_evidence(request, namespace, owner)

@@ -21,7 +21,7 @@ __all__ = ["Metrics"]
 class Metrics(web.View):
     """Counters, gauges and histograms of this worker process (see layer.metrics)."""
 
-    async def get(self, request: web.Request) -> aiohttp_web.Response:
+    async def get(self, request: aiohttp_web.Request) -> aiohttp_web.Response:
         require_operator(credential_of(request), settings)
         # Not `self.bytes(content_type=...)`: aiohttp refuses a charset inside content_type.
         return aiohttp_web.Response(

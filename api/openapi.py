@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from aiohttp import web as aiohttp_web
 from faust import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -399,5 +400,5 @@ class _Document(BaseModel):
 class OpenApi(web.View):
     """This document."""
 
-    async def get(self, request: web.Request) -> web.Response:
+    async def get(self, request: aiohttp_web.Request) -> aiohttp_web.Response:
         return model_response(_Document(**openapi_document()))

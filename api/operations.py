@@ -168,7 +168,7 @@ def _cluster_urls() -> set[str]:
 class OperationStatus(web.View):
     """Poll an asynchronous operation."""
 
-    async def get(self, request: web.Request, operation_id: str) -> web.Response:
+    async def get(self, request: aiohttp_web.Request, operation_id: str) -> aiohttp_web.Response:
         if not operations.is_local(operation_id) and ROUTED_HEADER not in request.headers:
             origin = _origin_of(operation_id)
             # Only ever forward to a member of this cluster: the id is client input.

@@ -23,7 +23,7 @@ from api.notifications import notification_buffer
 from api.proxy import close_proxy_client, proxy
 from api.replica import close_peer_client
 from api.shutdown import shutdown_middleware
-from layer.app import app, settings
+from layer.app import app, on, settings
 from layer.metrics import metrics
 
 __all__ = ["install_middlewares"]
@@ -50,7 +50,7 @@ def install_middlewares(web: Any) -> None:
 app.on_webserver_init = install_middlewares  # type: ignore[method-assign]
 
 
-@app.on_before_shutdown.connect
+@on(app.on_before_shutdown)
 async def close_connections(sender: Any, *args: Any, **kwargs: Any) -> None:
     """Last: requests were drained and notifications delivered by `api.shutdown.hand_over`."""
     await notification_buffer.close()

@@ -78,7 +78,7 @@ def with_evidence(block: LayerBlock, evidence: ReadEvidence) -> LayerBlock:
     )
 
 
-def metadata_body(upstream_body: dict[str, Any], block: LayerBlock) -> MetadataResponse:
+def metadata_body(upstream_body: dict[str, Any], block: LayerBlock | None) -> MetadataResponse:
     """Upstream's metadata verbatim (unknown fields too) plus the `layer` object."""
     return MetadataResponse(**{**upstream_body, "layer": block})
 

@@ -7,6 +7,7 @@ force at that moment (404 if the history has none that old).
 
 from __future__ import annotations
 
+from aiohttp import web as aiohttp_web
 from faust import web
 
 from api.access import namespace_access
@@ -31,7 +32,7 @@ MAX_EPOCH_MS = 2**53
 class NamespaceSnapshots(web.View):
     """Snapshot history from the changelog-backed snapshots table."""
 
-    async def get(self, request: web.Request, namespace: str) -> web.Response:
+    async def get(self, request: aiohttp_web.Request, namespace: str) -> aiohttp_web.Response:
         validate_namespace(namespace)
         limit = query_int(request, "limit", default=DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
         before = query_int(request, "before", default=None, minimum=0, maximum=MAX_EPOCH_MS)

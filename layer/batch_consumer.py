@@ -60,7 +60,7 @@ def subscribe_batch_topic(app: faust.App, topic: faust.TopicT, handler: BatchHan
     app.topics.add(topic)
 
 
-class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+class BatchingConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer, diverting the messages of batch topics to their handler."""
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:

@@ -167,7 +167,7 @@ class EmbeddedBroker:
                 argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         finally:
-            if log is not subprocess.DEVNULL:
+            if not isinstance(log, int):  # a file of ours, not DEVNULL
                 log.close()  # the child holds its own descriptor
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

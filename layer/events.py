@@ -47,7 +47,7 @@ def partition_for(namespace: str, partitions: int) -> int:
 
 def partition_for_key(key: bytes, partitions: int) -> int:
     """`partition_for` of a key already encoded (plain UTF-8 bytes)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
 
 
 class _Event(BaseModel):
@@ -114,7 +114,10 @@ class CacheActivity(_Event):
 
 
 TickMessage = Annotated[PollTick | Registration | CacheActivity, Field(discriminator="kind")]
-_tick_adapter: TypeAdapter[PollTick | Registration | CacheActivity] = TypeAdapter(TickMessage)
+#: mypy reads the Annotated union as a value where pydantic takes it as a type.
+_tick_adapter: TypeAdapter[PollTick | Registration | CacheActivity] = TypeAdapter(
+    TickMessage  # type: ignore[arg-type]
+)
 
 
 class StabilityChange(_Event):

@@ -119,7 +119,7 @@ def _install() -> None:
             self = MetadataRequest(self._topics, allow_auto_topic_creation=False)
         return original(self, request_struct_class)
 
-    MetadataRequest.build = build  # type: ignore[method-assign]
+    MetadataRequest.build = build
     _installed = True
 
 
@@ -155,7 +155,7 @@ def without_auto_creation(owner: ClientOwner) -> ClientOwner:
         finally:
             _forbidden_here.reset(token)
 
-    client._metadata_update = metadata_update  # type: ignore[method-assign]
+    client._metadata_update = metadata_update
     return owner
 
 

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
+from faust.tables.manager import TableManager
 from faust.types import TP
 from pydantic import BaseModel
 
-from layer.app import app, settings
+from layer.app import app, on, settings
 from layer.events import partition_for
 from tables.faust_tables import freshness_table, snapshots_table
 
@@ -102,7 +103,7 @@ class Readiness:
     def recovery_progress(self) -> list[PartitionProgress]:
         """Replay progress of every owned partition that is not ready yet."""
         unready = self.owned() - self.ready_partitions()
-        recovery = app.tables.recovery
+        recovery = cast(TableManager, app.tables).recovery  # the app builds a TableManager
         progress = []
         for topic in sorted(self._changelog_topics):
             for partition in sorted(unready):
@@ -130,17 +131,17 @@ readiness = Readiness(
 )
 
 
-@app.on_partitions_revoked.connect
+@on(app.on_partitions_revoked)
 async def _partitions_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
     readiness.on_revoked()
 
 
-@app.on_partitions_assigned.connect
+@on(app.on_partitions_assigned)
 async def _partitions_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
     readiness.on_assigned(app.consumer_generation_id)
 
 
-@app.on_rebalance_complete.connect
+@on(app.on_rebalance_complete)
 async def _recovery_complete(sender: Any, *args: Any, **kwargs: Any) -> None:
     readiness.on_recovered(app.consumer_generation_id)
 

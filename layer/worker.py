@@ -20,7 +20,7 @@ from layer.app import app, settings
 __all__ = ["LayerWorker", "app"]
 
 
-class LayerWorker(faust.Worker):  # type: ignore[misc]
+class LayerWorker(faust.Worker):
     """Faust's worker, whose stop begins with the hand-over (`api.shutdown`).
 
     The worker stops itself before its children (the app: consumer, web server, producer),

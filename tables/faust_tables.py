@@ -25,7 +25,7 @@ from tables.snapshots import SnapshotHistory
 __all__ = ["NamespaceRocksDBStore", "NamespaceTable", "freshness_table", "snapshots_table"]
 
 
-class NamespaceRocksDBStore(faust_rocksdb.Store):  # type: ignore[misc]
+class NamespaceRocksDBStore(faust_rocksdb.Store):
     """Faust's RocksDB store (one database per partition), placing each key by its own partition.
 
     Faust's picks the database from the *current event's* partition, and asserts there is an
@@ -50,7 +50,7 @@ class NamespaceRocksDBStore(faust_rocksdb.Store):  # type: ignore[misc]
         return self._get(key) is not None
 
 
-class NamespaceTable(faust.Table):  # type: ignore[misc]
+class NamespaceTable(faust.Table[str, Any]):
     """A table keyed by namespace name, with plain UTF-8 key bytes.
 
     Faust serialises `str` keys as JSON (`b'"products"'`), which would not match the raw
@@ -66,7 +66,7 @@ class NamespaceTable(faust.Table):  # type: ignore[misc]
         """The key's own partition, not the current event's: polls write from tasks."""
         return partition_for(key, settings.topic_partitions)
 
-    def _new_store_by_url(self, url: str | URL) -> StoreT:
+    def _new_store_by_url(self, url: str | URL) -> StoreT[Any, Any]:
         """Faust's store for `url`, with `NamespaceRocksDBStore` in place of its RocksDB one."""
         store_class = stores.by_url(url)
         if issubclass(store_class, faust_rocksdb.Store):
