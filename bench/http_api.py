@@ -503,7 +503,8 @@ async def main_async(args: argparse.Namespace) -> None:
         "metadata_requests_c32_per_target": args.c32_requests,
         "c32_block": args.block,
         "warmup_per_target": args.warmup,
-        "client": f"aiohttp {aiohttp.__version__} ClientSession, keep-alive, Accept-Encoding: identity",
+        "client": f"aiohttp {aiohttp.__version__} ClientSession, keep-alive, "
+        "Accept-Encoding: identity",
         "listing": f"GET /v2/namespaces?prefix={LIST_PREFIX}&page_size={LIST_SIZE}",
         "fault": f"route=metadata latency_ms={FAULT_LATENCY_MS} (part 2 only)",
         "LAYER_LIST_METADATA_CONCURRENCY": LIST_CONCURRENCY,
@@ -579,7 +580,8 @@ async def main_async(args: argparse.Namespace) -> None:
                 f"p90={s_diff['p90']:.3f}  p99={s_diff['p99']:.3f} ms")  # fmt: skip
             thr_l = len(c1["layer"]) / (sum(c1["layer"]) / 1000)
             thr_d = len(c1["direct"]) / (sum(c1["direct"]) / 1000)
-            out(f"  throughput (1/mean latency): layer {thr_l:.0f} req/s, direct {thr_d:.0f} req/s, "
+            out(f"  throughput (1/mean latency): layer {thr_l:.0f} req/s, "
+                f"direct {thr_d:.0f} req/s, "
                 f"ratio layer/direct = {thr_l / thr_d:.3f}")  # fmt: skip
             out(f"  worker CPU per Layer request (idle share subtracted): {c1_worker_us:.0f} µs; "
                 f"emulator CPU per request (both targets): {c1_emulator_us:.0f} µs")  # fmt: skip
@@ -595,15 +597,18 @@ async def main_async(args: argparse.Namespace) -> None:
                 r = c32[target]
                 rates[target] = r["n"] / r["wall_s"]
                 out(
-                    f"  {target:<7} {fmt(percentiles(r['lat']))}  throughput {rates[target]:.0f} req/s"
+                    f"  {target:<7} {fmt(percentiles(r['lat']))}  "
+                    f"throughput {rates[target]:.0f} req/s"
                 )
             p_l, p_d = percentiles(c32["layer"]["lat"]), percentiles(c32["direct"]["lat"])
             out(
-                f"  added p50 = {p_l['p50'] - p_d['p50']:.3f} ms, added p99 = {p_l['p99'] - p_d['p99']:.3f} ms"
+                f"  added p50 = {p_l['p50'] - p_d['p50']:.3f} ms, "
+                f"added p99 = {p_l['p99'] - p_d['p99']:.3f} ms"
             )
             out(f"  throughput ratio layer/direct = {rates['layer'] / rates['direct']:.3f} "
                 f"(median of per-block-pair ratios {statistics.median(c32['pair_ratios']):.3f}, "
-                f"min {min(c32['pair_ratios']):.3f}, max {max(c32['pair_ratios']):.3f})")  # fmt: skip
+                f"min {min(c32['pair_ratios']):.3f}, "
+                f"max {max(c32['pair_ratios']):.3f})")  # fmt: skip
             out("  CPU per request (µs), by process, during each target's blocks:")
             for target in ("layer", "direct"):
                 r = c32[target]
@@ -628,7 +633,8 @@ async def main_async(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             await emulator.create_namespaces(names, concurrency=32)
             out(
-                f"created {LIST_SIZE} namespaces in the emulator in {time.perf_counter() - t0:.1f} s"
+                f"created {LIST_SIZE} namespaces in the emulator "
+                f"in {time.perf_counter() - t0:.1f} s"
             )
             await asyncio.to_thread(ready_b.join)
             if not worker_b.ready_at:
@@ -682,7 +688,8 @@ async def main_async(args: argparse.Namespace) -> None:
 
             # ------------------------------------------------ part 2, cached
             fill_ms, rows, errors = await listing(url_a)
-            out(f"worker A first listing (registers, fills the cache): {fill_ms:.0f} ms, rows={rows}, "
+            out(f"worker A first listing (registers, fills the cache): {fill_ms:.0f} ms, "
+                f"rows={rows}, "
                 f"metadata_errors={errors}")  # fmt: skip
             filled_at = time.monotonic()
             await asyncio.to_thread(wait_polls_settled, worker_a, LIST_SIZE)
@@ -714,7 +721,8 @@ async def main_async(args: argparse.Namespace) -> None:
                         gz_bytes = len(body)
             s_cached = percentiles(cached)
             out(
-                f"cached listing (TTL {CACHE_TTL_MS} ms, concurrency 1), {cached_bytes} bytes/answer, ms:"
+                f"cached listing (TTL {CACHE_TTL_MS} ms, concurrency 1), "
+                f"{cached_bytes} bytes/answer, ms:"
             )
             out(f"  {fmt(s_cached)}  [target p99 <= {CACHED_P99_TARGET_MS} ms]")
             out("  cold refills on worker A (cache on, watcher settled), ms: "

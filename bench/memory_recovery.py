@@ -8,7 +8,8 @@
    RSS again. Per namespace = ΔRSS / N, and the slope of RSS against rows applied.
 2. The worker is stopped (SIGTERM) and a new one started with the same app id: with the
    default memory store the freshness changelog is replayed; with `--store rocksdb://` it
-   reopens the first worker's data directory. Time from spawn to `GET /readyz` = 200. `--profile` records the recovering worker with py-spy.
+   reopens the first worker's data directory. Time from spawn to `GET /readyz` = 200.
+   `--profile` records the recovering worker with py-spy.
 3. A sample of namespaces that do exist in the emulator is read back through the restarted
    worker: each row's `last_write_ms` must cover the notification sent for it.
 
@@ -206,7 +207,8 @@ def main() -> None:
             print("figures: " + json.dumps(figures))
             if profile is not None:
                 print(
-                    f"profile of the recovering worker (spawn → ready), py-spy raw in {out / 'recovery-profile.txt'}:"
+                    "profile of the recovering worker (spawn → ready), "
+                    f"py-spy raw in {out / 'recovery-profile.txt'}:"
                 )
                 print(summarize_profile(out / "recovery-profile.txt"))
         finally:

@@ -334,8 +334,9 @@ def main() -> None:
                 sampler.sample()
                 cpu0 = (time.monotonic(), worker.cpu_seconds())
                 producer = subprocess.Popen(
-                    [sys.executable, __file__, "_produce", "--bootstrap", broker.bootstrap, "--topic", topic,
-                     "--namespaces", str(args.namespaces), "--duration", str(args.duration), "--rate", str(args.rate)],
+                    [sys.executable, __file__, "_produce", "--bootstrap", broker.bootstrap,
+                     "--topic", topic, "--namespaces", str(args.namespaces),
+                     "--duration", str(args.duration), "--rate", str(args.rate)],
                     stdout=subprocess.PIPE, cwd=Path(__file__).parent,
                 )  # fmt: skip
                 t_start = time.monotonic()
@@ -386,7 +387,8 @@ def main() -> None:
             if sampler.stall_dumped:
                 figures["stalled_at_consumed"] = sampler.stall_at_count
                 print(
-                    f"STALL: < 50 notifications consumed in {STALL_S:.0f} s at {sampler.stall_at_count:.0f}; py-spy dump in {out / 'stall-dump.txt'}"
+                    f"STALL: < 50 notifications consumed in {STALL_S:.0f} s at "
+                    f"{sampler.stall_at_count:.0f}; py-spy dump in {out / 'stall-dump.txt'}"
                 )
             figures["polls_started_per_5s_window"] = poll_windows(sampler.polls)
             figures["table_check"] = verify_table(worker, latest)
@@ -394,7 +396,8 @@ def main() -> None:
             if profile_proc is not None:
                 profile_proc.wait(timeout=args.profile + 30)
                 print(
-                    f"profile of the worker ({args.profile:.0f} s, py-spy raw in {out / 'profile.txt'}):"
+                    f"profile of the worker ({args.profile:.0f} s, "
+                    f"py-spy raw in {out / 'profile.txt'}):"
                 )
                 print(summarize_profile(out / "profile.txt"))
         finally:

@@ -122,8 +122,14 @@ async def register(worker_url: str, namespaces: list[str], spread_s: float) -> d
     }
 
 
-async def run(args: argparse.Namespace, broker: EmbeddedBroker, emulator: EmulatorProcess,
-              worker: WorkerProcess, prefix: str, namespaces: list[str]) -> dict[str, Any]:  # fmt: skip
+async def run(
+    args: argparse.Namespace,
+    broker: EmbeddedBroker,
+    emulator: EmulatorProcess,
+    worker: WorkerProcess,
+    prefix: str,
+    namespaces: list[str],
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
     results["registration"] = await register(worker.url, namespaces, args.register_s)
     m0 = worker.metrics()
@@ -272,7 +278,8 @@ def main() -> None:
             t = time.monotonic()
             asyncio.run(emulator.create_namespaces(namespaces))
             print(
-                f"created {len(namespaces)} namespaces in the emulator in {time.monotonic() - t:.1f} s",
+                f"created {len(namespaces)} namespaces in the emulator "
+                f"in {time.monotonic() - t:.1f} s",
                 flush=True,
             )
             env = base_env(broker, emulator, **overrides)
