@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web as aiohttp_web
+from cachetools import TTLCache
 from faust import web
 
 from api.access import namespace_access
 from api.auth import Credential, credential_of
-from api.cache import TtlCache
 from api.errors import ApiError
 from api.http import model_response, query_int
 from api.metadata import local_block, observe_namespace, read_evidence
@@ -87,9 +87,14 @@ class ListingQuery:
         return params
 
 
+#: Encoded answers kept at most (the least recently stored go first).
+LISTING_CACHE_ENTRIES = 1024
 #: Encoded answers: a cache hit is served without re-encoding a page of up to 1000 rows.
-listing_cache: TtlCache[tuple[str, ListingQuery], bytes] = TtlCache(
-    ttl_ms=settings.namespace_list_cache_ttl_ms
+#: Keyed by the caller's credential digest and the query; None when the TTL is 0 (off).
+listing_cache: TTLCache[tuple[str, ListingQuery], bytes] | None = (
+    TTLCache(maxsize=LISTING_CACHE_ENTRIES, ttl=settings.namespace_list_cache_ttl_ms / 1000)
+    if settings.namespace_list_cache_ttl_ms > 0
+    else None
 )
 
 
@@ -172,7 +177,8 @@ async def build_listing(
     listing = NamespaceListing(
         namespaces=list(rows), next_cursor=next_cursor if isinstance(next_cursor, str) else None
     )
-    listing_cache.put((credential.identity, query), listing.model_dump_json().encode())
+    if listing_cache is not None:
+        listing_cache[(credential.identity, query)] = listing.model_dump_json().encode()
     return listing
 
 
@@ -183,7 +189,7 @@ class NamespaceList(web.View):
     async def get(self, request: aiohttp_web.Request) -> aiohttp_web.Response:
         query = ListingQuery.from_request(request)
         credential = credential_of(request)
-        cached = listing_cache.get((credential.identity, query))
+        cached = None if listing_cache is None else listing_cache.get((credential.identity, query))
         if cached is not None:
             return aiohttp_web.Response(body=cached, content_type="application/json")
         authorization = request.headers.get("Authorization", "")
