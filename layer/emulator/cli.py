@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
         help="indexing throughput in rows/s once writes are eligible (default: unlimited)",
     )
     parser.add_argument(
+        "--copy-duration-ms",
+        type=int,
+        default=0,
+        help="how long a copy_from_namespace takes; above 0, `Prefer: respond-async` "
+        "gets a 202 and an operation to poll (default %(default)s)",
+    )
+    parser.add_argument(
         "--max-top-k",
         type=int,
         default=DEFAULT_MAX_TOP_K,
@@ -102,6 +109,7 @@ async def _serve(args: argparse.Namespace) -> None:
         index_delay_ms=args.index_delay_ms,
         index_rate_rows_per_s=args.index_rate,
         max_top_k=args.max_top_k,
+        copy_duration_ms=args.copy_duration_ms,
         faults=args.fault,
     )
     stop = asyncio.Event()
@@ -124,4 +132,6 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.index_delay_ms < 0 or (args.index_rate is not None and args.index_rate <= 0):
         _parser().error("--index-delay-ms must be >= 0 and --index-rate > 0")
+    if args.copy_duration_ms < 0:
+        _parser().error("--copy-duration-ms must be >= 0")
     asyncio.run(_serve(args))

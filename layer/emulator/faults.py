@@ -26,6 +26,8 @@ ROUTE_NAMES = frozenset(
         "metadata",
         "update_metadata",
         "write",
+        "start_copy_from",
+        "operation",
         "delete",
         "query",
         "explain_query",

@@ -4,7 +4,16 @@
 - `list`: `GET /v1/namespaces` (`prefix`, `cursor`, `page_size` 1–1000, default 100)
 - `metadata`: `GET /v1/namespaces/{ns}/metadata`, `GET /v2/namespaces/{ns}/metadata`
 - `update_metadata`: `PATCH /v1/namespaces/{ns}/metadata` (`read_only`, `pinning`)
-- `write`: `POST /v2/namespaces/{ns}`
+- `write`: `POST /v2/namespaces/{ns}`, also `copy_from_namespace` and
+  `branch_from_namespace` (`?stainless_overload=copyFrom|branchFrom` is ignored, as any query).
+  A copy takes `copy_duration_ms` (`--copy-duration-ms`, or the control API): with
+  `Prefer: respond-async` and a duration above 0 it answers `202 Accepted`,
+  `Preference-Applied: respond-async`, `Location: /v1/namespaces/{ns}/operations/{token}` and
+  `{"token": …}`; otherwise it waits for the copy and answers its result (200 or its error).
+  A branch is instant, always `200`.
+- `start_copy_from`: `POST /v2/namespaces/{ns}/async`: a copy, always `202` with `Location`
+  and `{"token"}`, never `Preference-Applied` (the SDK's `start_copy_from`)
+- `operation`: `GET /v1/namespaces/{ns}/operations/{token}` (the poll; `layer.emulator.operations`)
 - `delete`: `DELETE /v2/namespaces/{ns}`
 - `query`: `POST /v2/namespaces/{ns}/query` (a `queries` body is a multi-query) and
   `POST /v2/namespaces/{ns}/multi-query`
@@ -26,7 +35,9 @@ authentication) and then subject to fault rules.
   `DELETE /_emulator/faults/{id}` removes one
 - `GET /_emulator/stats` → `{"total", "routes": {route: n}, "namespaces": {ns: {route: n}}}`;
   `POST /_emulator/stats/reset`
-- `POST /_emulator/reset`: forget every namespace, pause, fault rule and counter
+- `POST /_emulator/copy` with `{"duration_ms": N}`: how long copies take from now on
+- `POST /_emulator/reset`: forget every namespace, pause, fault rule, counter and copy, and
+  restore the copy duration the emulator started with
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ from aiohttp.web_urldispatcher import AbstractRoute
 from pydantic import ValidationError
 
 from .faults import DEFAULT_RETRY_AFTER_MS, RATE_LIMITED, FaultRule, FaultSet
+from .operations import CopyOperation, CopyOperations
 from .stats import RequestStats
 from .store import (
     DEFAULT_MAX_TOP_K,
@@ -53,10 +65,13 @@ from .store import (
     MAX_PAGE_SIZE,
     NAMESPACE_NAME,
     BadRequest,
+    CopySpec,
+    Forbidden,
     IndexingConfig,
     QueryOutcome,
     Store,
     StoreError,
+    copy_spec,
 )
 
 __all__ = ["DEV_API_KEY", "Emulator", "create_app"]
@@ -90,6 +105,7 @@ class EmulatorState:
         *,
         other_org_store: Store | None = None,
         other_org_keys: Iterable[str] = (),
+        copy_duration_ms: int = 0,
     ) -> None:
         #: The organisation of `api_keys`; the control API acts on it.
         self.store = store
@@ -101,6 +117,10 @@ class EmulatorState:
         self.faults = FaultSet()
         self.stats = RequestStats()
         self.closing = asyncio.Event()
+        self.copies = CopyOperations()
+        #: How long a copy takes (`POST /_emulator/copy` changes it; reset restores this).
+        self.initial_copy_duration_ms = copy_duration_ms
+        self.copy_duration_ms = copy_duration_ms
 
 
 _STATE = web.AppKey("state", EmulatorState)
@@ -282,12 +302,89 @@ async def patch_metadata(request: web.Request) -> web.Response:
     return web.json_response(_store(request).update_metadata(request.match_info["ns"], body))
 
 
+def prefers_async(request: web.Request) -> bool:
+    """Whether the request says `Prefer: respond-async` (the header may list several)."""
+    prefer = request.headers.get("Prefer", "")
+    return any(part.strip().lower() == "respond-async" for part in prefer.split(","))
+
+
 async def write(request: web.Request) -> web.Response:
     started = time.perf_counter()
     body = await _json_object(request)
+    spec = copy_spec(body)
+    if spec is not None:
+        return await _copy_or_branch(request, spec)
     result = _store(request).write(request.match_info["ns"], body)
     result["performance"] = {"server_total_ms": _elapsed_ms(started)}
     return web.json_response(result)
+
+
+def _source_store(request: web.Request, spec: CopySpec) -> Store:
+    """The organisation the source lives in: the caller's, or `source_api_key`'s."""
+    if spec.source_api_key is None:
+        return _store(request)
+    store = _state(request).store_by_key.get(spec.source_api_key.strip())
+    if store is None:
+        raise Forbidden(f"{spec.field}.source_api_key is not a valid API key")
+    return store
+
+
+def _start_copy(request: web.Request, spec: CopySpec) -> CopyOperation:
+    """Validate a copy (source exists, destination empty) and start it."""
+    state, store, namespace = _state(request), _store(request), request.match_info["ns"]
+    if spec.is_branch:
+        raise BadRequest("a branch is instant: use branch_from_namespace on the write route")
+    snapshot = _source_store(request, spec).copy_snapshot(spec.source_namespace)
+    store.require_empty(namespace)
+    return state.copies.start(
+        store,
+        namespace,
+        snapshot,
+        encryption=spec.dest_encryption,
+        duration_s=state.copy_duration_ms / 1000,
+    )
+
+
+def _operation_accepted(operation: CopyOperation, *, preference_applied: bool) -> web.Response:
+    headers = {"Location": operation.location}
+    if preference_applied:
+        headers["Preference-Applied"] = "respond-async"
+    return web.json_response({"token": operation.token}, status=202, headers=headers)
+
+
+async def _copy_or_branch(request: web.Request, spec: CopySpec) -> web.Response:
+    namespace = request.match_info["ns"]
+    if spec.is_branch:
+        if _state(request).copies.running_into(_store(request), namespace):
+            raise BadRequest(f"a copy into namespace '{namespace}' is already running")
+        source = _source_store(request, spec)
+        return web.json_response(_store(request).branch(namespace, source, spec.source_namespace))
+    operation = _start_copy(request, spec)
+    if prefers_async(request) and _state(request).copy_duration_ms > 0:
+        return _operation_accepted(operation, preference_applied=True)
+    # The preference is a hint: a copy answered synchronously waits for its result.
+    await operation.done.wait()
+    status, answer = operation.answer()
+    if status >= 400:
+        return error_response(status, str(answer.get("error")))
+    return web.json_response(answer, status=status)
+
+
+async def start_copy_from(request: web.Request) -> web.Response:
+    """`POST /v2/namespaces/{ns}/async`: 202 and a token, without Preference-Applied (the
+    SDK would otherwise poll and look for `token` in the copy's result)."""
+    spec = copy_spec(await _json_object(request))
+    if spec is None or spec.is_branch:
+        raise BadRequest("the async route takes copy_from_namespace")
+    return _operation_accepted(_start_copy(request, spec), preference_applied=False)
+
+
+async def get_operation(request: web.Request) -> web.Response:
+    namespace, token = request.match_info["ns"], request.match_info["token"]
+    operation = _state(request).copies.get(_store(request), namespace, token)
+    if operation is None:
+        return error_response(404, f"operation '{token}' not found in namespace '{namespace}'")
+    return web.json_response(operation.body())
 
 
 async def delete_namespace(request: web.Request) -> web.Response:
@@ -385,6 +482,15 @@ async def control_reset_stats(request: web.Request) -> web.Response:
     return web.json_response({"status": "OK"})
 
 
+async def control_copy(request: web.Request) -> web.Response:
+    body = await _json_object(request)
+    duration = body.get("duration_ms")
+    if not (isinstance(duration, int) and not isinstance(duration, bool) and duration >= 0):
+        raise BadRequest("duration_ms must be an integer >= 0")
+    _state(request).copy_duration_ms = duration
+    return web.json_response({"status": "OK", "duration_ms": duration})
+
+
 async def control_reset(request: web.Request) -> web.Response:
     _reset(_state(request))
     return web.json_response({"status": "OK"})
@@ -396,6 +502,8 @@ def _reset(state: EmulatorState) -> None:
         store.paused.clear()
     state.faults.clear()
     state.stats.reset()
+    state.copies.clear()
+    state.copy_duration_ms = state.initial_copy_duration_ms
 
 
 # --- application -------------------------------------------------------------------------
@@ -408,6 +516,8 @@ _TURBOPUFFER_ROUTES: tuple[tuple[str, str, str, Handler], ...] = (
     ("GET", f"/v2/namespaces/{_NS}/metadata", "metadata", get_metadata),
     ("PATCH", f"/v1/namespaces/{_NS}/metadata", "update_metadata", patch_metadata),
     ("POST", f"/v2/namespaces/{_NS}", "write", write),
+    ("POST", f"/v2/namespaces/{_NS}/async", "start_copy_from", start_copy_from),
+    ("GET", f"/v1/namespaces/{_NS}/operations/{{token}}", "operation", get_operation),
     ("DELETE", f"/v2/namespaces/{_NS}", "delete", delete_namespace),
     ("POST", f"/v2/namespaces/{_NS}/query", "query", query),
     ("POST", f"/v2/namespaces/{_NS}/multi-query", "query", query),
@@ -440,7 +550,13 @@ def create_app(state: EmulatorState) -> web.Application:
     app.router.add_delete("/_emulator/faults/{id}", control_remove_fault)
     app.router.add_get("/_emulator/stats", control_stats)
     app.router.add_post("/_emulator/stats/reset", control_reset_stats)
+    app.router.add_post("/_emulator/copy", control_copy)
     app.router.add_post("/_emulator/reset", control_reset)
+
+    async def stop_copies(app: web.Application) -> None:
+        await state.copies.close()
+
+    app.on_shutdown.append(stop_copies)
     return app
 
 
@@ -460,6 +576,7 @@ class Emulator:
         index_delay_ms: int = 0,
         index_rate_rows_per_s: float | None = None,
         max_top_k: int = DEFAULT_MAX_TOP_K,
+        copy_duration_ms: int = 0,
         faults: Iterable[FaultRule] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -467,6 +584,8 @@ class Emulator:
             raise ValueError("the emulator needs at least one API key")
         if index_delay_ms < 0 or (index_rate_rows_per_s is not None and index_rate_rows_per_s <= 0):
             raise ValueError("index_delay_ms must be >= 0 and index_rate_rows_per_s > 0")
+        if copy_duration_ms < 0:
+            raise ValueError("copy_duration_ms must be >= 0")
         store = Store(
             indexing=IndexingConfig(index_delay_ms, index_rate_rows_per_s),
             max_top_k=max_top_k,
@@ -480,7 +599,11 @@ class Emulator:
                 clock=clock,
             )
         self._state = EmulatorState(
-            store, api_keys, other_org_store=other_org_store, other_org_keys=other_org_keys
+            store,
+            api_keys,
+            other_org_store=other_org_store,
+            other_org_keys=other_org_keys,
+            copy_duration_ms=copy_duration_ms,
         )
         for rule in faults:
             self._state.faults.add(rule)
@@ -538,6 +661,14 @@ class Emulator:
     def force_indexing(self, namespace: str) -> None:
         """Drain the namespace's WAL now (even when paused)."""
         self._state.store.force_indexing(namespace)
+
+    # -- copies --
+
+    def set_copy_duration(self, duration_ms: int) -> None:
+        """How long copies started from now on take (`POST /_emulator/copy`)."""
+        if duration_ms < 0:
+            raise ValueError("duration_ms must be >= 0")
+        self._state.copy_duration_ms = duration_ms
 
     # -- faults --
 

@@ -10,12 +10,23 @@
   a test can pause before the first write. Forcing drains the WAL at once, even when paused.
 - Queries always see every write (strong consistency); the WAL only drives `index` in the
   metadata and `exhaustive_search_count` in query performance.
+
+## Copies and branches (reference §3.3, §3.11)
+- `copy_from_namespace` takes a snapshot of the source when it starts (`copy_snapshot`) and
+  lands it in the destination when it finishes (`finish_copy`): the copy is new, unindexed
+  data (one WAL entry of all its rows) that indexes like any write. The destination must be
+  empty (absent, or without documents) both when the copy starts and when it lands.
+- `branch_from_namespace` is instant (`branch`): a copy-on-write clone shares the source's
+  index, so the branch starts with the source's documents, schema, `read_only` flag and
+  unindexed backlog; pinning is not carried over. The destination must be empty too.
+- Either is a write on its own: combined with other write fields it is a 400.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import json
 import math
 import re
@@ -29,7 +40,10 @@ from .query import DistanceMetric, Document, QueryError, execute_query, matches
 from .vectors import VectorError, decode_vector, is_vector_type
 
 __all__ = [
+    "COPY_FIELDS",
     "BadRequest",
+    "CopySnapshot",
+    "CopySpec",
     "Forbidden",
     "IndexingConfig",
     "NAMESPACE_NAME",
@@ -75,8 +89,12 @@ _WRITE_FIELDS = frozenset(
         "disable_backpressure",
         "encryption",
         "sharding",
+        "copy_from_namespace",
+        "branch_from_namespace",
     }
 )
+#: The write fields that copy a whole namespace into the destination.
+COPY_FIELDS = ("copy_from_namespace", "branch_from_namespace")
 _METRICS = frozenset({"cosine_distance", "euclidean_squared"})
 _ENCRYPTION_MODES = frozenset({"default", "customer-managed"})
 
@@ -100,6 +118,88 @@ class NamespaceNotFound(StoreError):
 
     def __init__(self, name: str) -> None:
         super().__init__(f"namespace '{name}' was not found")
+
+
+# --- copies and branches -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CopySpec:
+    """A `copy_from_namespace` / `branch_from_namespace` value, in either of its wire forms:
+    a plain source name, or `{source_namespace, source_api_key?, source_region?,
+    dest_encryption?}` (the SDK's `copy_from` sends the object form, with the parameters the
+    caller gave; `branch_from` sends `{source_namespace}`)."""
+
+    field: str
+    source_namespace: str
+    source_api_key: str | None = None
+    source_region: str | None = None
+    dest_encryption: dict[str, object] | None = None
+
+    @property
+    def is_branch(self) -> bool:
+        return self.field == "branch_from_namespace"
+
+
+_COPY_KEYS = frozenset({"source_namespace", "source_api_key", "source_region", "dest_encryption"})
+_BRANCH_KEYS = frozenset({"source_namespace"})
+#: Fields a copy or branch may come with (they change nothing but the answer).
+_COPY_COMPANIONS = frozenset({"return_affected_ids", "disable_backpressure"})
+
+
+def copy_spec(body: Mapping[str, object]) -> CopySpec | None:
+    """The copy or branch a write body asks for (None: an ordinary write); BadRequest if
+    malformed or combined with anything else."""
+    present = [name for name in COPY_FIELDS if body.get(name) is not None]
+    if not present:
+        return None
+    if len(present) > 1:
+        raise BadRequest("copy_from_namespace and branch_from_namespace cannot be combined")
+    field_name = present[0]
+    others = set(body) - {field_name} - _COPY_COMPANIONS
+    if others:
+        raise BadRequest(f"{field_name} cannot be combined with {sorted(others)}")
+    value = body[field_name]
+    if isinstance(value, str):
+        value = {"source_namespace": value}
+    if not isinstance(value, dict):
+        raise BadRequest(f"{field_name} must be a namespace name or an object")
+    allowed = _BRANCH_KEYS if field_name == "branch_from_namespace" else _COPY_KEYS
+    unknown = set(value) - allowed
+    if unknown:
+        raise BadRequest(f"{field_name}: unknown fields {sorted(unknown)}")
+    source = value.get("source_namespace")
+    if not isinstance(source, str) or not NAMESPACE_NAME.match(source):
+        raise BadRequest(f"{field_name}.source_namespace must be a valid namespace name")
+    for name in ("source_api_key", "source_region"):
+        if value.get(name) is not None and not isinstance(value[name], str):
+            raise BadRequest(f"{field_name}.{name} must be a string")
+    encryption = value.get("dest_encryption")
+    if encryption is not None and not (
+        isinstance(encryption, dict) and encryption.get("mode") in _ENCRYPTION_MODES
+    ):
+        raise BadRequest('dest_encryption.mode must be "default" or "customer-managed"')
+    return CopySpec(
+        field=field_name,
+        source_namespace=source,
+        source_api_key=value.get("source_api_key"),  # type: ignore[arg-type]
+        source_region=value.get("source_region"),  # type: ignore[arg-type]
+        dest_encryption=dict(encryption) if encryption is not None else None,
+    )
+
+
+@dataclass(frozen=True)
+class CopySnapshot:
+    """A source namespace's content as of the moment a copy started."""
+
+    source: str
+    docs: dict[str, dict[str, object]]
+    schema: dict[str, dict[str, object]]
+    distance_metric: DistanceMetric | None
+
+    @property
+    def logical_bytes(self) -> int:
+        return sum(_json_size(doc) for doc in self.docs.values())
 
 
 # --- listing -----------------------------------------------------------------------------
@@ -481,6 +581,74 @@ class Store:
         """NamespaceNotFound unless the namespace exists."""
         self._get(name)
 
+    # -- copies and branches --
+
+    def require_empty(self, name: str, *, action: str = "copy") -> None:
+        """BadRequest unless `name` is absent or holds no document (a copy's destination)."""
+        ns = self.namespaces.get(name)
+        if ns is not None and ns.docs:
+            raise BadRequest(
+                f"cannot {action} into namespace '{name}': it is not empty "
+                f"({len(ns.docs)} documents); the destination of a {action} must be empty"
+            )
+        if ns is not None and ns.read_only:
+            raise Forbidden(f"namespace '{name}' is read-only")
+
+    def copy_snapshot(self, name: str) -> CopySnapshot:
+        """The source's documents and schema now (NamespaceNotFound if it does not exist)."""
+        ns = self._get(name)
+        return CopySnapshot(
+            source=name,
+            docs=copy.deepcopy(ns.docs),
+            schema=copy.deepcopy(ns.schema),
+            distance_metric=ns.distance_metric,
+        )
+
+    def finish_copy(
+        self, name: str, snapshot: CopySnapshot, *, encryption: dict[str, object] | None
+    ) -> dict[str, object]:
+        """Land a copy in `name` (still empty, or BadRequest): new, unindexed data."""
+        self.require_empty(name)
+        ns = self.namespaces.get(name) or self._new(name)
+        ns.wal.advance(now=self.clock())
+        ns.docs = copy.deepcopy(snapshot.docs)
+        ns.schema = copy.deepcopy(snapshot.schema)
+        ns.distance_metric = snapshot.distance_metric
+        if encryption is not None:
+            ns.encryption = dict(encryption)
+        nbytes = snapshot.logical_bytes
+        ns.wal.append(len(ns.docs), nbytes, now=self.clock())
+        ns.updated_at = self.wall_clock()
+        self.namespaces[name] = ns
+        return {
+            "status": "OK",
+            "message": f"copied {len(ns.docs)} documents from '{snapshot.source}'",
+            "rows_affected": len(ns.docs),
+            "billing": {"billable_logical_bytes_written": nbytes},
+        }
+
+    def branch(self, name: str, source_store: Store, source: str) -> dict[str, object]:
+        """An instant copy-on-write clone of `source` (in `source_store`) named `name`."""
+        original = source_store._get(source)
+        self.require_empty(name, action="branch")
+        ns = self._new(name)
+        ns.docs = copy.deepcopy(original.docs)
+        ns.schema = copy.deepcopy(original.schema)
+        ns.distance_metric = original.distance_metric
+        ns.encryption = dict(original.encryption)
+        ns.sharding = copy.deepcopy(original.sharding)
+        ns.read_only = original.read_only
+        # The clone shares the source's index: its unindexed backlog is the source's.
+        ns.wal = copy.deepcopy(original.wal)
+        ns.wal.paused = name in self.paused
+        self.namespaces[name] = ns
+        return {
+            "status": "OK",
+            "message": f"branched from '{source}'",
+            "rows_affected": len(ns.docs),
+            "billing": {"billable_logical_bytes_written": 0},
+        }
+
     # -- indexing control --
 
     def pause_indexing(self, name: str) -> None:
@@ -506,6 +674,8 @@ class Store:
         unknown = set(body) - _WRITE_FIELDS
         if unknown:
             raise BadRequest(f"write fields not supported by the emulator: {sorted(unknown)}")
+        if copy_spec(body) is not None:
+            raise BadRequest("a copy or branch is not an ordinary write (see `Store.branch`)")
         upserts = _rows(body, "upsert_rows", "upsert_columns")
         patches = _rows(body, "patch_rows", "patch_columns")
         deletes = body.get("deletes") or []

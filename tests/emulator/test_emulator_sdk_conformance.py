@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -235,3 +237,171 @@ def test_malformed_query_raises_bad_request(ns: Namespace) -> None:
 
     with pytest.raises(turbopuffer.BadRequestError, match="not supported"):
         ns.query(rank_by=("title", "BM25", "pie"), top_k=1)
+
+
+# --- copy_from and branch_from (reference §2, §3.3, §3.11) -------------------------------
+
+
+def set_copy_duration(emulator_process: EmulatorProcess, duration_ms: int) -> None:
+    httpx.post(
+        f"{emulator_process.url}/_emulator/copy", json={"duration_ms": duration_ms}, headers=auth()
+    ).raise_for_status()
+
+
+@pytest.fixture
+def slow_copies(emulator_process: EmulatorProcess) -> Iterator[int]:
+    """Copies take 1.5 s while the test runs: the SDK sees `running` at least once."""
+    set_copy_duration(emulator_process, 1500)
+    yield 1500
+    set_copy_duration(emulator_process, 0)
+
+
+def test_copy_from_copies_every_document_as_new_unindexed_data(
+    sdk_client: turbopuffer.Turbopuffer, ns: Namespace
+) -> None:
+    seed(ns)
+    dest = strict_namespace(sdk_client, unique("copy"))
+
+    result = dest.copy_from(source_namespace=ns._client.default_namespace or "")
+
+    assert result.status == "OK" and result.rows_affected == 3
+    assert result.billing.billable_logical_bytes_written > 0
+    assert dest.metadata().approx_row_count == 3
+    assert dest.schema()["title"].type == "string"
+    rows = dest.query(rank_by=("id", "asc"), top_k=5, include_attributes=["title"]).rows
+    assert [(r.id, r["title"]) for r in rows or []] == [
+        (1, "apple pie"), (2, "banana bread"), (3, "cherry tart"),
+    ]  # fmt: skip
+
+
+def test_copy_from_takes_the_object_form_with_key_region_and_encryption(
+    sdk_client: turbopuffer.Turbopuffer, ns: Namespace, emulator_process: EmulatorProcess
+) -> None:
+    seed(ns)
+    name = unique("copy")
+    source = ns._client.default_namespace or ""
+    with httpx.Client(base_url=emulator_process.url, headers=auth()) as raw:
+        sent = raw.post(
+            f"/v2/namespaces/{name}?stainless_overload=copyFrom",
+            json={
+                "copy_from_namespace": {
+                    "source_namespace": source,
+                    "source_api_key": API_KEY,
+                    "source_region": "gcp-us-central1",
+                    "dest_encryption": {"mode": "customer-managed", "key_name": "k1"},
+                }
+            },
+        )
+    assert sent.status_code == 200, sent.text
+    meta = strict_namespace(sdk_client, name).metadata()
+    assert meta.approx_row_count == 3
+    assert meta.encryption.mode == "customer-managed"
+
+
+def test_copy_errors_are_turbopuffer_errors(
+    sdk_client: turbopuffer.Turbopuffer, ns: Namespace
+) -> None:
+    seed(ns)
+    source = ns._client.default_namespace or ""
+    other = strict_namespace(sdk_client, unique("full"))
+    seed(other)
+
+    with pytest.raises(turbopuffer.NotFoundError):
+        strict_namespace(sdk_client, unique("copy")).copy_from(source_namespace=unique("nope"))
+    with pytest.raises(turbopuffer.BadRequestError, match="not empty"):
+        other.copy_from(source_namespace=source)
+    with pytest.raises(turbopuffer.BadRequestError, match="not empty"):
+        other.branch_from(source_namespace=source)
+    with pytest.raises(turbopuffer.PermissionDeniedError, match="source_api_key"):
+        strict_namespace(sdk_client, unique("copy")).copy_from(
+            source_namespace=source, source_api_key="not-a-key"
+        )
+
+
+def test_branch_from_is_an_instant_clone_with_the_sources_index_state(
+    sdk_client: turbopuffer.Turbopuffer, ns: Namespace, emulator_process: EmulatorProcess
+) -> None:
+    seed(ns)
+    source = ns._client.default_namespace or ""
+    ns.update_metadata(pinning=True)
+    branch = strict_namespace(sdk_client, unique("branch"))
+
+    result = branch.branch_from(source_namespace=source)
+    ns.write(upsert_rows=[{"id": 4, "vector": [0.5, 0.5], "title": "date"}])
+
+    assert result.status == "OK" and result.rows_affected == 3
+    meta = branch.metadata()
+    assert meta.approx_row_count == 3, "copy-on-write: later source writes stay in the source"
+    assert meta.pinning is None, "pinning is not carried over"
+    assert meta.index.status == "up-to-date"
+    assert branch.schema() == ns.schema() | {}, "the same schema"
+
+
+def test_respond_async_copy_from_is_polled_by_the_sdks_own_poller(
+    sdk_client: turbopuffer.Turbopuffer,
+    ns: Namespace,
+    emulator_process: EmulatorProcess,
+    slow_copies: int,
+) -> None:
+    seed(ns)
+    dest = strict_namespace(sdk_client, unique("async"))
+    httpx.post(f"{emulator_process.url}/_emulator/stats/reset", headers=auth()).raise_for_status()
+
+    result = dest.copy_from(source_namespace=ns._client.default_namespace or "")
+
+    assert result.status == "OK" and result.rows_affected == 3
+    stats = httpx.get(f"{emulator_process.url}/_emulator/stats", headers=auth()).json()
+    assert stats["routes"]["write"] == 1
+    assert stats["routes"]["operation"] >= 2, "polled while running, then finished"
+    assert dest.metadata().approx_row_count == 3
+
+
+def test_respond_async_copy_over_raw_http_202_location_running_then_finished(
+    ns: Namespace, emulator_process: EmulatorProcess, slow_copies: int
+) -> None:
+    seed(ns)
+    name = unique("async")
+    with httpx.Client(base_url=emulator_process.url, headers=auth()) as raw:
+        accepted = raw.post(
+            f"/v2/namespaces/{name}",
+            json={"copy_from_namespace": ns._client.default_namespace},
+            headers={"Prefer": "respond-async"},
+        )
+        assert accepted.status_code == 202
+        assert accepted.headers["Preference-Applied"] == "respond-async"
+        token = accepted.json()["token"]
+        assert accepted.headers["Location"] == f"/v1/namespaces/{name}/operations/{token}"
+        running = raw.get(accepted.headers["Location"]).json()
+        assert running["status"] == "running" and running["start_time"]
+        assert raw.get(f"/v2/namespaces/{name}/metadata").status_code == 404, "not landed yet"
+        deadline = time.monotonic() + 10
+        while (polled := raw.get(accepted.headers["Location"]).json())["status"] == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert raw.get(f"/v1/namespaces/{name}/operations/{token}x").status_code == 404
+    assert polled["result"]["success"]["rows_affected"] == 3
+    assert polled["finish_time"] >= polled["start_time"]
+
+
+def test_a_copy_whose_destination_was_written_meanwhile_finishes_with_an_error(
+    sdk_client: turbopuffer.Turbopuffer,
+    ns: Namespace,
+    emulator_process: EmulatorProcess,
+    slow_copies: int,
+) -> None:
+    seed(ns)
+    dest = strict_namespace(sdk_client, unique("async"))
+    token = dest.start_copy_from(source_namespace=ns._client.default_namespace or "").token
+    dest.write(upsert_rows=[{"id": 99}])
+
+    deadline = time.monotonic() + 10
+    while (operation := dest.poll_copy_from(token)).status == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+    assert operation.result.error is not None
+    assert operation.result.error.status_code == 400
+    with pytest.raises(turbopuffer.BadRequestError, match="not empty"):
+        strict_namespace(sdk_client, dest._client.default_namespace or "").copy_from(
+            source_namespace=ns._client.default_namespace or ""
+        )
