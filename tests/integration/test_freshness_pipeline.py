@@ -52,8 +52,13 @@ async def test_write_notification_makes_namespace_unstable_until_the_index_catch
     assert unstable["stable_as_of"] >= first_stable["stable_as_of"]
     assert unstable["stable_as_of"] < written_at
     # Indexing is paused: however often the watcher polls, the namespace stays unstable.
-    await asyncio.sleep(1.0)
-    held = worker.layer_state(namespace)
+    # Wait for polls that started well after the write (two fast intervals) to have answered.
+    polled_since = written_at + 2 * int(cluster.env["LAYER_FAST_POLL_INTERVAL_MS"])
+    held = await eventually(
+        lambda: (s := worker.layer_state(namespace))["last_poll_ms"] >= polled_since and s,
+        10,
+        "polls after the write",
+    )
     assert held["is_stable"] is False
     assert held["stable_as_of"] == unstable["stable_as_of"], "watermark held while updating"
 
