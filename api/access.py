@@ -109,13 +109,8 @@ class NamespaceAccess:
     ) -> bool:
         """Whether the `namespace` the caller sees (created at `caller_created_at`, as upstream
         answered the caller) is the one Layer watches."""
-        if self.trusted(credential):
-            return True
-        verdict_key = (credential.identity, namespace)
-        if self._same is not None and verdict_key in self._same:
-            return True
-        if self._foreign is not None and verdict_key in self._foreign:
-            return False
+        if (known := self._known_verdict(credential, namespace)) is not None:
+            return known
         same = caller_created_at is not None and caller_created_at == self._state_created_at(
             namespace
         )
@@ -123,19 +118,15 @@ class NamespaceAccess:
             # The state may not know the namespace yet, or it was deleted and recreated since
             # the last poll: ask with the watcher's key before saying "another organisation".
             same = caller_created_at == await self._watched_created_at(namespace)
-        self._remember(self._same if same else self._foreign, verdict_key, True)
+        verdicts = self._same if same else self._foreign
+        self._remember(verdicts, (credential.identity, namespace), True)
         return same
 
     async def caller_sees_watched(self, credential: Credential, namespace: str) -> bool:
         """`sees_watched` for a request that fetched no metadata itself (a query): the
         caller's view is asked for once per verdict TTL. No answer: not the watched one."""
-        if self.trusted(credential):
-            return True
-        verdict_key = (credential.identity, namespace)
-        if self._same is not None and verdict_key in self._same:
-            return True
-        if self._foreign is not None and verdict_key in self._foreign:
-            return False
+        if (known := self._known_verdict(credential, namespace)) is not None:
+            return known
         try:
             body, _ = await self._upstream.get_json(
                 f"/v2/namespaces/{namespace}/metadata", api_key=credential.upstream_key
@@ -143,6 +134,17 @@ class NamespaceAccess:
         except LayerError:
             return False
         return await self.sees_watched(credential, namespace, _created_at(body))
+
+    def _known_verdict(self, credential: Credential, namespace: str) -> bool | None:
+        """Trusted, or a remembered "same"/"another organisation"; None: not known yet."""
+        if self.trusted(credential):
+            return True
+        verdict_key = (credential.identity, namespace)
+        if self._same is not None and verdict_key in self._same:
+            return True
+        if self._foreign is not None and verdict_key in self._foreign:
+            return False
+        return None
 
     def _state_created_at(self, namespace: str) -> str | None:
         """The watched namespace's `created_at` from this worker's table, if it answers for it."""
