@@ -30,19 +30,25 @@ def _dev_env(tmp_path: Path) -> tuple[dict[str, str], dict[str, int]]:
     return env, ports
 
 
-def test_layer_dev_serves_healthz_and_sigterm_stops_all_three_processes(tmp_path: Path) -> None:
-    env, ports = _dev_env(tmp_path)
-    dev = subprocess.Popen(
+def _start_dev(env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    """`layer dev` as a user starts it, its output (stdout and stderr) readable as text."""
+    return subprocess.Popen(
         [sys.executable, "-m", "layer", "dev"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        cwd=tmp_path,
+        cwd=cwd,
+        text=True,
     )
+
+
+def test_layer_dev_serves_healthz_and_sigterm_stops_all_three_processes(tmp_path: Path) -> None:
+    env, ports = _dev_env(tmp_path)
+    dev = _start_dev(env, tmp_path)
     try:
 
         def healthy() -> bool:
-            assert dev.poll() is None, dev.stdout.read().decode() if dev.stdout else ""
+            assert dev.poll() is None, dev.stdout.read() if dev.stdout else ""
             try:
                 return httpx.get(f"http://127.0.0.1:{ports['layer']}/healthz").status_code == 200
             except httpx.TransportError:
@@ -54,7 +60,7 @@ def test_layer_dev_serves_healthz_and_sigterm_stops_all_three_processes(tmp_path
         )
     finally:
         dev.send_signal(signal.SIGTERM)
-        output = dev.communicate(timeout=30)[0].decode()
+        output = dev.communicate(timeout=30)[0]
     assert dev.returncode == 0, output
     assert f"http://127.0.0.1:{ports['layer']}" in output, "the banner shows Layer's URL"
     for name, port in ports.items():
@@ -95,14 +101,7 @@ def _readme_example(base: str, namespace: str) -> tuple[httpx.Response, httpx.Re
 def test_layer_dev_survives_the_readme_example_before_and_at_the_banner(tmp_path: Path) -> None:
     env, ports = _dev_env(tmp_path)
     base = f"http://127.0.0.1:{ports['layer']}"
-    dev = subprocess.Popen(
-        [sys.executable, "-m", "layer", "dev"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
-        text=True,
-    )
+    dev = _start_dev(env, tmp_path)
     lines: queue.Queue[str] = queue.Queue()
     assert dev.stdout is not None
     reader = threading.Thread(target=lambda: [lines.put(line) for line in dev.stdout or ()])

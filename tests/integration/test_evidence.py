@@ -38,16 +38,22 @@ async def _stable(worker: WorkerProcess, name: str) -> None:
     await eventually(lambda: worker.layer_state(name)["is_stable"], 30, f"{name} stable")
 
 
-async def test_a_write_whose_notification_is_pending_is_not_answered_stable(
-    cluster: LayerCluster, emulator: EmulatorProcess
-) -> None:
-    worker = cluster.worker("w1").start()
-    name = unique_namespace("stall")
+async def _stable_namespace(worker: WorkerProcess, emulator: EmulatorProcess, prefix: str) -> str:
+    """A namespace with one indexed row, registered and stable, its indexing then paused."""
+    name = unique_namespace(prefix)
     emulator.write(name, {"upsert_rows": [{"id": 1}]})
     emulator.force_indexing(name)
     worker.metadata(name)  # registers it
     await _stable(worker, name)
     emulator.pause_indexing(name)
+    return name
+
+
+async def test_a_write_whose_notification_is_pending_is_not_answered_stable(
+    cluster: LayerCluster, emulator: EmulatorProcess
+) -> None:
+    worker = cluster.worker("w1").start()
+    name = await _stable_namespace(worker, emulator, "stall")
     try:
         with broker_stalled(cluster):
             written = worker.http.post(f"/v2/namespaces/{name}", json={"upsert_rows": [{"id": 2}]})
@@ -72,12 +78,7 @@ async def test_an_upstream_answer_saying_updating_wins_over_a_stable_table(
 ) -> None:
     """A direct writer's notification is not there yet; upstream already says `updating`."""
     worker = cluster.worker("w1").start()
-    name = unique_namespace("direct")
-    emulator.write(name, {"upsert_rows": [{"id": 1}]})
-    emulator.force_indexing(name)
-    worker.metadata(name)
-    await _stable(worker, name)
-    emulator.pause_indexing(name)
+    name = await _stable_namespace(worker, emulator, "direct")
     try:
         emulator.write(name, {"upsert_rows": [{"id": 2}]})  # no notification at all
         answer = worker.metadata(name)
