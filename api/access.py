@@ -135,6 +135,11 @@ class NamespaceAccess:
             return False
         return await self.sees_watched(credential, namespace, _created_at(body))
 
+    def known_same(self, credential: Credential, namespace: str) -> bool:
+        """True if the caller is known (trusted, or a remembered verdict) to see the watched
+        namespace: Layer's state may then answer for it without an upstream call."""
+        return self._known_verdict(credential, namespace) is True
+
     def _known_verdict(self, credential: Credential, namespace: str) -> bool | None:
         """Trusted, or a remembered "same"/"another organisation"; None: not known yet."""
         if self.trusted(credential):

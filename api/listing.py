@@ -1,10 +1,15 @@
 """`GET /v2/namespaces`: the enriched namespace listing, and `POST …/{namespace}/warm`.
 
 The listing pages upstream's namespace list (`prefix`, `cursor`, `page_size` 1-1000,
-default 100; anything else is a 400, never a silent clamp) and enriches each row with its
-metadata (one upstream call per row, `LAYER_LIST_METADATA_CONCURRENCY` in flight) and the
-same `layer` block `/metadata` shows. A row whose metadata call fails keeps its place with
-a short `metadata_error`: the list stays complete. Answers are cached for
+default 100; anything else is a 400, never a silent clamp; one upstream call per page) and
+enriches each row with the same `layer` block `/metadata` shows. A namespace Layer tracks
+whose latest observation is not older than its latest known write is shown from the state
+(no upstream call: the event-driven state already knows nothing changed); the others
+(untracked, never observed, written since) are fetched with the caller's key,
+`LAYER_LIST_METADATA_CONCURRENCY` in flight, and registered. Rows of partitions another
+worker owns come from that worker, one request per owner (`/_layer/rows`). A row whose
+metadata call fails keeps its place with a short `metadata_error` (a state row shows the
+last poll's error while polls fail): the list stays complete. Answers are cached for
 `NAMESPACE_LIST_CACHE_TTL_MS`, keyed by the query *and the caller's credential*, so one key
 never sees a list fetched with another. With `Prefer: respond-async` an uncached listing
 runs as an operation (202 + Location); a cached one is answered at once.
@@ -26,10 +31,18 @@ from api.auth import Credential, credential_of
 from api.errors import ApiError
 from api.http import model_response, query_int
 from api.metadata import local_block, observe_namespace, read_evidence
-from api.models import LayerBlock, NamespaceListing, NamespaceRow, WarmAccepted
+from api.models import (
+    LayerBlock,
+    NamespaceListing,
+    NamespaceRow,
+    RowsRequest,
+    RowsResponse,
+    WarmAccepted,
+)
+from api.notifications import notification_buffer
 from api.operations import accepted_response, operations, prefers_async
-from api.replica import get_from_owner, not_ready, owner_url
-from api.shapes import layer_block, listing_row, with_evidence
+from api.replica import not_ready, owner_url, post_to_owner
+from api.shapes import layer_block, listing_row, state_row
 from api.watcher_events import record_cache_activity
 from layer.app import app, settings
 from layer.errors import LayerError
@@ -37,6 +50,8 @@ from layer.events import NAMESPACE_PATTERN
 from layer.readiness import readiness
 from layer.services import upstream
 from layer.upstream import MAX_ERROR_CHARS, validate_namespace
+from tables.faust_tables import freshness_table
+from tables.freshness import Freshness, ReadEvidence
 
 __all__ = ["NamespaceList", "WarmNamespace"]
 
@@ -51,6 +66,9 @@ _cursor_re = re.compile(CURSOR_PATTERN)
 #: `prefix`: what a namespace name may hold, 0-128 of it (the OpenAPI document declares it).
 PREFIX_PATTERN = NAMESPACE_PATTERN.replace("{1,128}", "{0,128}")
 _prefix_re = re.compile(PREFIX_PATTERN)
+
+#: Where a worker asks another for the rows of namespaces it owns (one request per owner).
+ROWS_PATH = "/_layer/rows"
 
 #: Namespaces this worker is warming right now (the `warm_inflight` of their rows).
 _warming: set[str] = set()
@@ -103,40 +121,61 @@ def _short(exc: Exception) -> str:
     return str(exc).splitlines()[0][:MAX_ERROR_CHARS] if str(exc) else type(exc).__name__
 
 
-async def _row(
-    name: str, credential: Credential, authorization: str, slots: asyncio.Semaphore
-) -> NamespaceRow:
-    """One enriched row, from this worker's table or its owner's (never from unready state).
+def _observed_since_last_write(state: Freshness | None, namespace: str) -> bool:
+    """True if upstream's latest answer about `namespace` is as new as anything Layer knows:
+    observed at least once, no write known after that observation started, and no write of
+    this worker's still on its way to Kafka. Its row then needs no upstream call."""
+    return (
+        state is not None
+        and state.last_observed_ms is not None
+        and (state.last_write_ms is None or state.last_write_ms <= state.last_observed_ms)
+        and not notification_buffer.has_pending(namespace)
+    )
 
-    A partition nobody can answer for yet makes the whole page a 503 (`not_ready`): a row
-    with a missing or older watermark would contradict what the owner said a moment ago.
+
+async def rows_here(
+    names: list[str], credential: Credential, slots: asyncio.Semaphore
+) -> list[NamespaceRow]:
+    """Rows of namespaces whose partitions this worker answers for (the caller checked).
+
+    A tracked namespace whose latest observation is not older than its latest write is shown
+    from the state (row count, size and `index` as of that observation; freshness as the
+    metadata route shows it) with no upstream call, once the caller is known to see the
+    watched namespace; the others are fetched with the caller's key (and registered).
     """
-    local = readiness.answers(name)
-    async with slots:
-        try:
-            if local:
+
+    async def one(name: str) -> NamespaceRow:
+        state = freshness_table.get(name)
+        if _observed_since_last_write(state, name) and namespace_access.known_same(
+            credential, name
+        ):
+            assert state is not None
+            return state_row(name, state, local_block(name), warm_inflight=name in _warming)
+        async with slots:
+            try:
                 body, block = await observe_namespace(name, credential)
-            else:
-                owner = owner_url(name)
-                if owner is None:
-                    raise not_ready(f"freshness of {name}", "its partition has no ready owner yet")
-                remote: dict[str, Any] = await get_from_owner(
-                    owner, f"/v2/namespaces/{name}/metadata", authorization
-                )
-                owners = remote.pop("layer")  # None: another organisation's namespace
-                block = (
-                    None
-                    if owners is None
-                    else with_evidence(LayerBlock.model_validate(owners), read_evidence(name))
-                )
-                body = remote
-        except ApiError as exc:
-            if exc.status == 503:
-                raise
-            return _failed_row(name, local, credential, exc)
-        except (LayerError, ValueError, KeyError) as exc:
-            return _failed_row(name, local, credential, exc)
-    return listing_row(name, body, block, warm_inflight=name in _warming)
+            except (LayerError, ValueError, KeyError) as exc:
+                if isinstance(exc, ApiError) and exc.status == 503:
+                    raise
+                return _failed_row(name, True, credential, exc)
+        return listing_row(name, body, block, warm_inflight=name in _warming)
+
+    return list(await asyncio.gather(*(one(name) for name in names)))
+
+
+async def _rows_of_owner(owner: str, names: list[str], authorization: str) -> list[NamespaceRow]:
+    """The owner's rows for `names`, in one request; this worker's evidence applied."""
+    answer = await post_to_owner(owner, ROWS_PATH, {"names": names}, authorization)
+    rows = [NamespaceRow.model_validate(row) for row in answer["rows"]]
+    return [_with_local_evidence(row) for row in rows]
+
+
+def _with_local_evidence(row: NamespaceRow) -> NamespaceRow:
+    """An owner's row, with this worker's pending notifications (the owner cannot know)."""
+    evidence = read_evidence(row.name)
+    if row.is_stable is None or evidence == ReadEvidence() or not row.is_stable:
+        return row
+    return row.model_copy(update={"is_stable": False})
 
 
 def _failed_row(name: str, local: bool, credential: Credential, exc: Exception) -> NamespaceRow:
@@ -149,6 +188,24 @@ def _failed_row(name: str, local: bool, credential: Credential, exc: Exception) 
     return listing_row(
         name, None, block, warm_inflight=name in _warming, metadata_error=_short(exc)
     )
+
+
+def _route_rows(names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Which rows this worker answers, and which each other owner does (one request each).
+
+    A namespace whose partition has no ready owner makes the page a 503 (`not_ready`): a row
+    with a missing or older watermark would contradict what the owner said a moment ago.
+    """
+    here: list[str] = []
+    by_owner: dict[str, list[str]] = {}
+    for name in names:
+        if readiness.answers(name):
+            here.append(name)
+        elif (owner := owner_url(name)) is not None:
+            by_owner.setdefault(owner, []).append(name)
+        else:
+            raise not_ready(f"freshness of {name}", "its partition has no ready owner yet")
+    return here, by_owner
 
 
 async def fetch_page(query: ListingQuery, credential: Credential) -> dict[str, Any]:
@@ -171,11 +228,17 @@ async def build_listing(
     if page is None:
         page = await fetch_page(query, credential)
     names = [str(row["id"]) for row in page["namespaces"] if isinstance(row, dict) and "id" in row]
+    here, by_owner = _route_rows(names)
     slots = asyncio.Semaphore(settings.namespace_list_concurrency)
-    rows = await asyncio.gather(*(_row(name, credential, authorization, slots) for name in names))
+    parts = await asyncio.gather(
+        rows_here(here, credential, slots),
+        *(_rows_of_owner(owner, owned, authorization) for owner, owned in by_owner.items()),
+    )
+    found = {row.name: row for part in parts for row in part}
     next_cursor = page.get("next_cursor")
     listing = NamespaceListing(
-        namespaces=list(rows), next_cursor=next_cursor if isinstance(next_cursor, str) else None
+        namespaces=[found[name] for name in names],
+        next_cursor=next_cursor if isinstance(next_cursor, str) else None,
     )
     if listing_cache is not None:
         listing_cache[(credential.identity, query)] = listing.model_dump_json().encode()
@@ -224,3 +287,26 @@ class WarmNamespace(web.View):
         return model_response(
             WarmAccepted(message=str(message or "cache warm hint accepted")), status=202
         )
+
+
+@app.page(ROWS_PATH)
+class ListingRows(web.View):
+    """Listing rows of namespaces this worker owns, for another worker's listing page.
+
+    Authenticated like every route, with the caller's credential (the rows are what the
+    listing would show that caller). A name this worker cannot answer for makes it a 503:
+    the asking worker then answers 503 too, never a row from unready state.
+    """
+
+    async def post(self, request: aiohttp_web.Request) -> aiohttp_web.Response:
+        try:
+            asked = RowsRequest.model_validate_json(await request.read())
+        except ValueError as exc:
+            raise ApiError(400, f"invalid rows request: {_short(exc)}") from None
+        for name in asked.names:
+            validate_namespace(name)
+            if not readiness.answers(name):
+                raise not_ready(f"freshness of {name}", "its partition moved or is recovering")
+        slots = asyncio.Semaphore(settings.namespace_list_concurrency)
+        rows = await rows_here(asked.names, credential_of(request), slots)
+        return model_response(RowsResponse(rows=rows))

@@ -81,6 +81,15 @@ class NamespaceRow(BaseModel):
     is_stable: bool | None
     cache_state: CacheState | None
     last_write_ms: int | None
+    index: dict[str, Any] | None = Field(
+        default=None,
+        description="Upstream's `index` object (`status`, and `unindexed_bytes`/`unindexed_rows` "
+        "while updating) as of this row's metadata: this request's call, or the latest poll "
+        "when the row is served from Layer's state.",
+    )
+    updated_at: str | None = Field(
+        default=None, description="Upstream's `updated_at`, as of the same metadata."
+    )
     shadow: bool
     labels: dict[str, str]
     metadata_error: str | None = Field(
@@ -88,6 +97,16 @@ class NamespaceRow(BaseModel):
         description="Set (short, no upstream body) when this row's metadata call failed; the "
         "row stays so the list stays complete.",
     )
+
+
+class RowsRequest(BaseModel):
+    """Worker to worker: the listing rows of these namespaces (`/_layer/rows`)."""
+
+    names: list[str] = Field(max_length=1000)
+
+
+class RowsResponse(BaseModel):
+    rows: list[NamespaceRow]
 
 
 class NamespaceListing(BaseModel):

@@ -36,9 +36,9 @@ __all__ = [
     "ROUTED_HEADER",
     "close_peer_client",
     "forward_to_owner",
-    "get_from_owner",
     "not_ready",
     "owner_url",
+    "post_to_owner",
     "read_route",
 ]
 
@@ -123,11 +123,13 @@ async def close_peer_client() -> None:
     await _peer_client.aclose()
 
 
-async def get_from_owner(owner: str, path: str, authorization: str) -> Any:
-    """GET `path` on the owner with the caller's credential; a JSON body or an UpstreamError."""
+async def post_to_owner(owner: str, path: str, body: Any, authorization: str) -> Any:
+    """POST `body` to `path` on the owner with the caller's credential; its JSON answer.
+
+    The owner gone or not ready is a 503 (`not_ready`); another error keeps its status."""
     headers = {"Authorization": authorization, ROUTED_HEADER: "1"}
     try:
-        response = await _peer_client.get(f"{owner}{path}", headers=headers)
+        response = await _peer_client.post(f"{owner}{path}", headers=headers, json=body)
     except httpx.TransportError as exc:
         raise not_ready(path, f"worker {owner} unreachable: {type(exc).__name__}") from None
     if response.status_code == 503:

@@ -17,6 +17,7 @@ from api.models import (
     SnapshotBody,
     SnapshotPage,
 )
+from api.write_body import schema_without_layer
 from tables.freshness import (
     CacheTemperature,
     Freshness,
@@ -32,6 +33,7 @@ __all__ = [
     "metadata_body",
     "snapshot_body",
     "snapshot_page",
+    "state_row",
     "with_evidence",
 ]
 
@@ -79,8 +81,12 @@ def with_evidence(block: LayerBlock, evidence: ReadEvidence) -> LayerBlock:
 
 
 def metadata_body(upstream_body: dict[str, Any], block: LayerBlock | None) -> MetadataResponse:
-    """Upstream's metadata verbatim (unknown fields too) plus the `layer` object."""
-    return MetadataResponse(**{**upstream_body, "layer": block})
+    """Upstream's metadata verbatim (unknown fields too) plus the `layer` object; Layer's own
+    attributes (`_layer_*`, api/write_body.py) are left out of `schema`."""
+    body = upstream_body
+    if "schema" in body:
+        body = {**body, "schema": schema_without_layer(body["schema"])}
+    return MetadataResponse(**{**body, "layer": block})
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -111,10 +117,28 @@ def listing_row(
             CacheState(state=block.cache_state, warm_inflight=warm_inflight) if block else None
         ),
         last_write_ms=block.last_write_ms if block else None,
+        index=body.get("index") if isinstance(body.get("index"), dict) else None,
+        updated_at=body.get("updated_at") if isinstance(body.get("updated_at"), str) else None,
         shadow=body.get("shadow") is True,
         labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {},
         metadata_error=metadata_error,
     )
+
+
+def state_row(
+    name: str, state: Freshness, block: LayerBlock, *, warm_inflight: bool
+) -> NamespaceRow:
+    """A listing row from Layer's state alone: counts, size and `index` as of the latest
+    successful poll, freshness as `/metadata` shows it, and the last poll's error if the
+    polls are failing (the row is then as old as the last success)."""
+    observed: dict[str, Any] = {
+        "approx_row_count": state.approx_row_count,
+        "approx_logical_bytes": state.approx_logical_bytes,
+        "index": state.index,
+        "updated_at": state.updated_at,
+    }
+    error = state.last_error if state.consecutive_errors else None
+    return listing_row(name, observed, block, warm_inflight=warm_inflight, metadata_error=error)
 
 
 def snapshot_body(snapshot: Snapshot) -> SnapshotBody:
