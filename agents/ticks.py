@@ -18,6 +18,7 @@ from faust.types import TP, EventT, StreamT
 from pydantic import ValidationError
 
 from agents.dead_letters import dead_letter
+from agents.operations import follower
 from agents.transitions import apply_transition, due_schedule, policy, reload_schedule
 from layer.app import app, on, settings, topics
 from layer.clock import now_ms
@@ -203,6 +204,7 @@ async def handle_tick_event(event: EventT[bytes]) -> None:
         await apply_transition(message.namespace, partition, _registration(message))
     else:
         poller.start_due(partition)
+        follower.start_due(partition)  # asynchronous upstream writes (agents/operations.py)
 
 
 @app.agent(topics.ticks, name="poll_due_namespaces")

@@ -4,6 +4,10 @@ The `writes` topic is delivered a fetch at a time (layer.batch_consumer says why
 per-message stream path is too slow for it), and many notifications for one namespace in a
 batch are one state change and one table write: `on_write` with the batch's latest write
 time gives the same state as applying them one by one (tested in tests/unit).
+
+Layer's own notifications may carry asynchronous upstream writes accepted or ended
+(`operations_started`, `operation_finished`): they are applied after the write time, with
+`on_operations` (agents/operations.py follows the pending ones to their end).
 """
 
 from __future__ import annotations
@@ -15,15 +19,23 @@ from faust.types import Message
 from pydantic import ValidationError
 
 from agents.dead_letters import dead_letter
+from agents.operations import follower
 from agents.transitions import apply_transition, partition_of
 from layer.app import app, topics
 from layer.batch_consumer import subscribe_batch_topic
 from layer.clock import now_ms
 from layer.events import parse_write_notification
 from layer.metrics import metrics
-from tables.freshness import effective_write_ms, on_write
+from tables.freshness import Freshness, effective_write_ms, on_operations, on_write
 
 __all__ = ["Coalesced", "apply_write_notifications", "coalesce_writes", "forward_to_owner"]
+
+
+class OperationChanges(NamedTuple):
+    """Asynchronous upstream writes of one namespace accepted and ended, in one batch."""
+
+    started: dict[str, int]
+    finished: set[str]
 
 
 class Coalesced(NamedTuple):
@@ -33,6 +45,8 @@ class Coalesced(NamedTuple):
     latest: dict[str, tuple[int, int]]
     #: The effective write time of each notification (for the lag histogram).
     written_at_ms: list[int]
+    #: Operations accepted or ended, per namespace (only Layer's own notifications have any).
+    operations: dict[str, OperationChanges]
 
 
 async def coalesce_writes(messages: list[Message]) -> Coalesced:
@@ -40,6 +54,7 @@ async def coalesce_writes(messages: list[Message]) -> Coalesced:
     forwarded on the way."""
     latest: dict[str, tuple[int, int]] = {}
     written: list[int] = []
+    operations: dict[str, OperationChanges] = {}
     for message in messages:
         try:
             note = parse_write_notification(message.value)
@@ -55,8 +70,14 @@ async def coalesce_writes(messages: list[Message]) -> Coalesced:
         seen = latest.get(note.namespace)
         if seen is None or written_at > seen[0]:
             latest[note.namespace] = (written_at, partition)
+        if note.operations_started or note.operation_finished:
+            changes = operations.setdefault(note.namespace, OperationChanges({}, set()))
+            for started in note.operations_started or ():
+                changes.started.setdefault(started.location, started.accepted_at_ms)
+            if note.operation_finished:
+                changes.finished.add(note.operation_finished)
     metrics.write_notifications.inc(len(written))
-    return Coalesced(latest, written)
+    return Coalesced(latest, written, operations)
 
 
 async def forward_to_owner(message: Message, namespace: str, partition: int) -> None:
@@ -82,14 +103,26 @@ async def apply_write_notifications(messages: list[Message]) -> None:
     metrics.write_batch_size.observe(len(messages))
     batch = await coalesce_writes(messages)
     for namespace, (written_at, partition) in batch.latest.items():
-        await apply_transition(
-            namespace, partition, partial(on_write, namespace=namespace, written_at_ms=written_at)
-        )
+        changes = batch.operations.get(namespace)
+        if changes is None:
+            transition = partial(on_write, namespace=namespace, written_at_ms=written_at)
+        else:
+            transition = partial(_write_with_operations, namespace, written_at, changes)
+        await apply_transition(namespace, partition, transition)
+        if changes is not None:
+            follower.watch(namespace, partition)
     # Lag as of the batch's application; a write time ahead of this clock (producer skew) is 0.
     applied_ms = now_ms()
     observe = metrics.notification_lag_seconds.observe
     for written_at in batch.written_at_ms:
         observe(max(0, applied_ms - written_at) / 1000)
+
+
+def _write_with_operations(
+    namespace: str, written_at: int, changes: OperationChanges, prev: Freshness | None
+) -> Freshness:
+    state = on_write(prev, namespace, written_at)
+    return on_operations(state, namespace, started=changes.started, finished=changes.finished)
 
 
 subscribe_batch_topic(app, topics.writes, apply_write_notifications)

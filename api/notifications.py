@@ -26,7 +26,7 @@ from aiokafka.errors import KafkaError
 from layer.app import settings
 from layer.clients import WriteNotifier
 from layer.clock import now_ms
-from layer.events import WriteNotification
+from layer.events import OperationStarted, WriteNotification
 from layer.kafka_topics import TopicMissingError
 from layer.metrics import metrics
 
@@ -62,8 +62,16 @@ class NotificationBuffer:
         self._task: asyncio.Task[None] | None = None
         self._notifier: WriteNotifier | None = None
 
-    def submit(self, namespace: str, *, rows: int | None, body_bytes: int) -> None:
-        """Queue a notification for a write upstream just acknowledged."""
+    def submit(
+        self,
+        namespace: str,
+        *,
+        rows: int | None,
+        body_bytes: int,
+        operation: OperationStarted | None = None,
+    ) -> None:
+        """Queue a notification for a write upstream just acknowledged (or, with `operation`,
+        accepted to run asynchronously: the notification says so, and Layer follows it)."""
         note = WriteNotification(
             namespace=namespace,
             written_at_ms=now_ms(),
@@ -71,13 +79,16 @@ class NotificationBuffer:
             bytes=body_bytes,
             source="proxy",
             event_id=uuid.uuid4().hex,
+            operations_started=(operation,) if operation is not None else None,
         )
         earlier = self._pending.get(namespace)
         if earlier is not None:
+            operations = (*(earlier.operations_started or ()), *(note.operations_started or ()))
             note = note.model_copy(
                 update={
                     "rows": (earlier.rows or 0) + (rows or 0),
                     "bytes": (earlier.bytes or 0) + body_bytes,
+                    "operations_started": operations or None,
                 }
             )
         elif len(self._pending) >= self.max_namespaces:

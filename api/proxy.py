@@ -4,15 +4,23 @@ Method, path, query string, body and end-to-end headers go upstream; hop-by-hop 
 not; upstream's status, headers and body come back unchanged and streamed. Three routes
 get more than a relay:
 
-- writes (`POST /v2/namespaces/{ns}`): rows are stamped with `_layer_upserted_at`
-  (api/write_body.py, without parsing the body into objects), and a 2xx answer queues a
-  write notification that is retried until Kafka has it (api/notifications.py);
+- writes (`POST /v2/namespaces/{ns}`, and `…/async`, the SDK's `start_copy_from`): rows are
+  stamped with `_layer_upserted_at` (api/write_body.py, without parsing the body into
+  objects), and a 2xx answer queues a write notification that is retried until Kafka has it
+  (api/notifications.py). `copy_from_namespace` and `branch_from_namespace` are writes of
+  the destination like any other; a `202` with a `Location` (a copy upstream runs
+  asynchronously) queues a notification that says so, and the owner of the namespace follows
+  the operation to its end (agents/operations.py);
 - queries (`POST /v2/namespaces/{ns}/query`, multi-queries too): on an `updating`
   namespace the caller's filters are ANDed with the stable cut (api/stable_reads.py); a 429
   on an unfiltered query is retried once with the cut; every answer says
   `X-Layer-Stable-As-Of` and `X-Layer-Filtered`. A query on a namespace another worker owns
   is relayed to that worker, which holds its state;
 - `hint_cache_warm` and queries count as cache activity for `cache_state`.
+Layer's own attributes (`_layer_*`) are hidden from what comes back (api/write_body.py):
+rows of queries, multi-queries, export and recall (unless asked for by name), schema
+answers, and the `schema` of v1 metadata answers. Those answers are read whole (and asked
+for uncompressed: compression is the compression middleware's) instead of streamed.
 An absolute `Location` on upstream's origin becomes a path on Layer's own, which Layer then
 proxies: the official SDK refuses a `Location` on another origin.
 """
@@ -21,8 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -37,15 +46,25 @@ from api.notifications import notification_buffer
 from api.replica import ROUTED_HEADER, not_ready, owner_url
 from api.stable_reads import stable_read_cut, with_stable_filter
 from api.watcher_events import record_cache_activity
-from api.write_body import ReservedAttribute, plan_stamps
+from api.write_body import (
+    ReservedAttribute,
+    hide_in_metadata,
+    hide_in_rows,
+    hide_in_schema,
+    plan_stamps,
+    requested_layer_attributes,
+)
 from layer.app import settings
 from layer.clock import now_ms
+from layer.events import OperationStarted
 from layer.readiness import readiness
 from layer.upstream import validate_namespace
 from tables.faust_tables import freshness_table
 from tables.freshness import ReadEvidence
 
 __all__ = ["LAYER_OWNED_PATHS", "proxy"]
+
+log = logging.getLogger(__name__)
 
 #: Sent by a worker relaying a query to the owner while it holds a notification for the
 #: namespace that Kafka has not acknowledged: the owner applies the cut as for its own.
@@ -63,6 +82,9 @@ LAYER_OWNED_PATHS = re.compile(
 )
 _NAMESPACE_PATH = re.compile(r"^/v[12]/namespaces/(?P<ns>[^/]+)(?P<rest>/.*)?$")
 _QUERY_SUFFIXES = ("/query", "/multi-query")
+#: Namespace routes whose POST is a write of the namespace (`/async`: start_copy_from).
+_WRITE_SUFFIXES = ("", "/async")
+_OPERATION_LOCATION = re.compile(r"^/\S*$")
 STREAM_CHUNK_BYTES = 64 * 1024
 #: A stamped body goes upstream in pieces at least this large (one socket write per piece).
 SEND_PIECE_BYTES = 256 * 1024
@@ -221,7 +243,16 @@ async def _proxy_write(
         answer = await upstream.read()
     finally:
         upstream.release()
-    if 200 <= upstream.status < 300 and upstream.status != 202:
+    location = upstream.headers.get("Location")
+    if upstream.status == 202 and location:
+        # Accepted, running upstream (a copy): the destination is updating from now until
+        # the operation ends, which the namespace's owner follows (agents/operations.py).
+        path = _operation_path(location, request.path)
+        operation = (
+            None if path is None else OperationStarted(location=path, accepted_at_ms=now_ms())
+        )
+        notification_buffer.submit(namespace, rows=None, body_bytes=len(body), operation=operation)
+    elif 200 <= upstream.status < 300:
         rows = None
         try:
             rows = int(json.loads(answer).get("rows_affected"))
@@ -229,6 +260,19 @@ async def _proxy_write(
             pass
         notification_buffer.submit(namespace, rows=rows, body_bytes=len(body))
     return web.Response(status=upstream.status, body=answer, headers=_response_headers(upstream))
+
+
+def _operation_path(location: str, request_path: str) -> str | None:
+    """An upstream operation's `Location` as a path on upstream, for Layer to follow with
+    the watcher's key; None for one on another origin (the key is never sent there)."""
+    target = URL(_same_origin(location))
+    if target.is_absolute():
+        log.warning("not following an operation on another origin: %s", location)
+        return None
+    if not target.raw_path.startswith("/"):
+        target = URL(request_path).join(target)
+    path = target.raw_path_qs
+    return path if _OPERATION_LOCATION.match(path) and len(path) <= 2048 else None
 
 
 async def _proxy_query(
@@ -258,6 +302,7 @@ async def _proxy_query(
         query = None  # not JSON: upstream gives the error
     filtered = cut is not None and isinstance(query, dict)
     content = json.dumps(with_stable_filter(query, cut)).encode() if filtered else raw  # type: ignore[arg-type]
+    headers["Accept-Encoding"] = "identity"  # the rows are read here; compression is ours
     upstream = await _send("POST", url, headers, content)
     if (
         upstream.status == 429
@@ -273,14 +318,48 @@ async def _proxy_query(
         )
     if 200 <= upstream.status < 300:
         record_cache_activity(namespace)
-    return await _stream_back(
-        request,
+    keep = requested_layer_attributes(query)
+    return await _read_back(
         upstream,
+        lambda answer: hide_in_rows(answer, keep),
         {
             "X-Layer-Stable-As-Of": "" if stable_as_of is None else str(stable_as_of),
             "X-Layer-Filtered": "true" if filtered else "false",
         },
     )
+
+
+async def _read_back(
+    upstream: aiohttp.ClientResponse,
+    hide: Callable[[bytes], bytes],
+    extra: dict[str, str] | None = None,
+) -> web.Response:
+    """Upstream's answer read whole, with Layer's attributes hidden from a 2xx one."""
+    try:
+        answer = await upstream.read()
+    except TimeoutError:
+        raise ApiError(504, "upstream did not answer in time") from None
+    finally:
+        upstream.release()
+    if 200 <= upstream.status < 300:
+        answer = hide(answer)
+    response = web.Response(
+        status=upstream.status, body=answer, headers=_response_headers(upstream)
+    )
+    for key, value in (extra or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def _hiding(method: str, rest: str) -> Callable[[bytes], bytes] | None:
+    """How an answer of a passed-through namespace route lists attributes, if it does."""
+    if rest == "/schema" and method in ("GET", "POST"):
+        return hide_in_schema
+    if rest == "/metadata" and method in ("GET", "PATCH"):
+        return hide_in_metadata
+    if (rest == "" and method == "GET") or (rest == "/_debug/recall" and method == "POST"):
+        return hide_in_rows  # export (v1), recall's ground truth
+    return None
 
 
 async def _relay_to_owner(request: web.Request, namespace: str, owner: str) -> web.StreamResponse:
@@ -322,7 +401,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     url = f"{settings.upstream_url}{request.rel_url}"
 
     if namespace is not None and request.method == "POST":
-        if rest == "":
+        if rest in _WRITE_SUFFIXES and path.startswith("/v2/"):
             return await _proxy_write(request, namespace, url, headers)
         if rest in _QUERY_SUFFIXES:
             if (
@@ -332,10 +411,15 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             ):
                 return await _relay_to_owner(request, namespace, owner)
             return await _proxy_query(request, namespace, url, headers)
+    hide = _hiding(request.method, rest) if namespace is not None else None
+    if hide is not None:
+        headers["Accept-Encoding"] = "identity"  # read here; compression is ours
     body = _body_stream(request) if request.body_exists else None
     upstream = await _send(request.method, url, headers, body)
     if namespace is not None and rest == "/hint_cache_warm" and upstream.ok:
         record_cache_activity(namespace)
+    if hide is not None:
+        return await _read_back(upstream, hide)
     return await _stream_back(request, upstream)
 
 

@@ -14,6 +14,14 @@ What is stamped, with Layer's clock (epoch ms):
 - the `patch` of `patch_by_filter` gets `"_layer_upserted_at": T`.
 A client that sets any `_layer_*` attribute (in rows, columns, `schema` or a patch) is
 refused: those attributes are Layer's.
+
+And what is hidden again on the way back (the stamp is Layer's implementation detail):
+- `hide_in_rows`: `"_layer_*": <number>` members removed from an answer that lists rows
+  (queries, multi-queries, export, recall), by the same kind of byte scan: no parse, no
+  re-serialisation, and an answer without `"_layer_` is returned as it is (one `find`).
+  Names the client asked for by name (`include_attributes: ["_layer_upserted_at"]`) stay.
+- `hide_in_schema` / `schema_without_layer`: `_layer_*` attributes removed from a schema
+  answer and from the `schema` of a metadata answer (small bodies: parsed).
 """
 
 from __future__ import annotations
@@ -25,7 +33,17 @@ from dataclasses import dataclass, field
 
 from layer.errors import LayerError
 
-__all__ = ["STAMP_ATTRIBUTE", "ReservedAttribute", "StampPlan", "plan_stamps"]
+__all__ = [
+    "STAMP_ATTRIBUTE",
+    "ReservedAttribute",
+    "StampPlan",
+    "hide_in_metadata",
+    "hide_in_rows",
+    "hide_in_schema",
+    "plan_stamps",
+    "requested_layer_attributes",
+    "schema_without_layer",
+]
 
 STAMP_ATTRIBUTE = "_layer_upserted_at"
 RESERVED_PREFIX = "_layer_"
@@ -162,3 +180,104 @@ def plan_stamps(body: bytes, stamp_ms: int) -> StampPlan:
             elif closed.role == "id_column" and stack:
                 stack[-1].id_count = closed.commas + 1 if closed.has_value else 0
     return plan
+
+
+# --- hiding Layer's attributes in answers --------------------------------------------------
+
+_RESERVED_KEY = b'"' + RESERVED_PREFIX.encode()
+#: `"_layer_name": <number or null>` and the whitespace after it, at the start of a match.
+_LAYER_MEMBER = re.compile(
+    rb'"(_layer_[A-Za-z0-9_]*)"\s*:\s*(?:-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|null)\s*'
+)
+_WHITESPACE = b" \t\r\n"
+
+
+def hide_in_rows(body: bytes, keep: frozenset[str] = frozenset()) -> bytes:
+    """`body` without its `"_layer_*": <number>` object members, except the names in `keep`.
+
+    In well-formed JSON, `"_layer_` right after `{` or `,` (whitespace aside) opens an object
+    key: inside a string a quote is escaped, and after a closing quote only `,` `:` `}` `]`
+    may follow. The member goes with the comma before it (or, first in its object, the one
+    after it). A body without `"_layer_` is returned as is: one `bytes.find`.
+    """
+    position = body.find(_RESERVED_KEY)
+    if position < 0:
+        return body
+    pieces: list[bytes] = []
+    start = 0
+    while position >= 0:
+        before = position - 1
+        while before >= 0 and body[before] in _WHITESPACE:
+            before -= 1
+        member = _LAYER_MEMBER.match(body, position)
+        if (
+            before < 0
+            or body[before] not in b"{,"
+            or member is None
+            or member.group(1).decode() in keep
+        ):
+            position = body.find(_RESERVED_KEY, position + 1)
+            continue
+        end = member.end()
+        if body[before] == ord(",") and before >= start:
+            cut_from, cut_to = before, end
+        else:  # first in its object (now): take the comma after it instead, if any
+            cut_from, cut_to = position, end
+            if body[end : end + 1] == b",":
+                cut_to = end + 1
+                while cut_to < len(body) and body[cut_to] in _WHITESPACE:
+                    cut_to += 1
+        if cut_from > start:
+            pieces.append(body[start:cut_from])
+        start = max(start, cut_to)
+        position = body.find(_RESERVED_KEY, start)
+    pieces.append(body[start:])
+    return b"".join(pieces)
+
+
+def requested_layer_attributes(query: object) -> frozenset[str]:
+    """The `_layer_*` names a query (or any sub-query of a multi-query) asks for by name in
+    `include_attributes`: an explicit opt-in, which the answer keeps."""
+    if not isinstance(query, dict):
+        return frozenset()
+    queries = query.get("queries")
+    subqueries = [q for q in queries if isinstance(q, dict)] if isinstance(queries, list) else []
+    names: set[str] = set()
+    for each in (query, *subqueries):
+        include = each.get("include_attributes")
+        if isinstance(include, list):
+            names.update(n for n in include if isinstance(n, str) and n.startswith(RESERVED_PREFIX))
+    return frozenset(names)
+
+
+def schema_without_layer(schema: object) -> object:
+    """A schema object (attribute → config) without Layer's attributes."""
+    if not isinstance(schema, dict):
+        return schema
+    return {k: v for k, v in schema.items() if not str(k).startswith(RESERVED_PREFIX)}
+
+
+def _rewrite_json(body: bytes, change: object) -> bytes:
+    if _RESERVED_KEY not in body:
+        return body
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return body  # not JSON: nothing Layer wrote can be in it
+    return json.dumps(change(parsed), separators=(",", ":")).encode()  # type: ignore[operator]
+
+
+def hide_in_schema(body: bytes) -> bytes:
+    """A schema answer (`GET`/`POST …/schema`) without Layer's attributes."""
+    return _rewrite_json(body, schema_without_layer)
+
+
+def hide_in_metadata(body: bytes) -> bytes:
+    """A metadata answer whose `schema` is without Layer's attributes."""
+
+    def change(parsed: object) -> object:
+        if isinstance(parsed, dict) and "schema" in parsed:
+            return {**parsed, "schema": schema_without_layer(parsed["schema"])}
+        return parsed
+
+    return _rewrite_json(body, change)

@@ -24,6 +24,7 @@ __all__ = [
     "DeadLetter",
     "Namespace",
     "ObservedIndex",
+    "OperationStarted",
     "PollTick",
     "Registration",
     "StabilityChange",
@@ -56,11 +57,29 @@ class _Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
+#: An upstream operation's URL path (and query), on upstream's origin: `/v1/namespaces/…`.
+OperationLocation = Annotated[str, Field(pattern=r"^/\S*$", max_length=2048)]
+
+
+class OperationStarted(_Event):
+    """An asynchronous upstream write (a `202` copy) Layer accepted: it follows it to its end."""
+
+    #: Where upstream answers the operation's status (its `Location`, a path on upstream).
+    location: OperationLocation
+    #: When upstream accepted it (Layer's clock, after the 202).
+    accepted_at_ms: EpochMs
+
+
 class WriteNotification(_Event):
     """`{prefix}.writes`: "namespace N was written at T". Key: the namespace (UTF-8).
 
     `written_at_ms` must be taken *after* turbopuffer acknowledged the write: a time taken
     before it could let a poll that ran before the commit mark the namespace stable.
+
+    Layer's own notifications may also say that upstream accepted an asynchronous write
+    (`operations_started`: the namespace stays updating until each has ended) or that one
+    ended (`operation_finished`, sent by the worker that followed it; `written_at_ms` is
+    when it saw the end). Other producers leave both out.
     """
 
     version: Literal[1] = 1
@@ -70,6 +89,8 @@ class WriteNotification(_Event):
     bytes: Annotated[int, Field(ge=0)] | None = None
     source: Annotated[str, Field(max_length=200)] | None = None
     event_id: Annotated[str, Field(max_length=200)] | None = None
+    operations_started: tuple[OperationStarted, ...] | None = None
+    operation_finished: OperationLocation | None = None
 
 
 class PollTick(_Event):

@@ -15,6 +15,10 @@ Rules (DESIGN.md), one function each, the clock always a parameter:
   observation arriving late): it may advance the watermark, nothing else.
 - `on_poll_failure`: status and watermark held, error recorded, exponential backoff.
   No signal is never read as "caught up".
+- `on_operations`: upstream accepted an asynchronous write of the namespace (a `202` copy):
+  it is pending until Layer has seen it end. A namespace with a pending operation is never
+  stable, and no poll moves its watermark to or past the operation's acceptance: its data
+  is still on its way. Its end arrives as a write notification at the time it was seen.
 
 Every transition is idempotent for a repeated input (delivery is at-least-once), and none
 moves `stable_as_of` backwards. `stability_change` says which event a transition publishes.
@@ -42,6 +46,7 @@ __all__ = [
     "is_due",
     "new_freshness",
     "on_cache_activity",
+    "on_operations",
     "on_poll",
     "on_poll_failure",
     "on_write",
@@ -117,6 +122,9 @@ class Freshness(faust.Record, serializer="json", namespace="layer.Freshness"):
     created_at: str | None = None
     #: Latest successful cache warm or proxied query (upstream cache activity); None: never.
     last_cache_activity_ms: int | None = None
+    #: Asynchronous upstream writes still running: their `Location` path → when upstream
+    #: accepted them (epoch ms). None: none. Followed by the owner (agents/operations.py).
+    operations: dict[str, int] | None = None
 
     @property
     def is_stable(self) -> bool:
@@ -177,6 +185,9 @@ def on_poll(
     """Apply a successful poll that started (request sent) at `started_at_ms`."""
     state = prev if prev is not None else new_freshness(namespace)
     candidate = started_at_ms - policy.safety_margin_ms
+    if state.operations:
+        # An operation accepted before the poll may not have landed: never vouch for it.
+        candidate = min(candidate, min(state.operations.values()) - 1)
     if state.last_observed_ms is not None and started_at_ms < state.last_observed_ms:
         # Older than the latest answer applied (a read's observation arriving late): it may
         # still vouch for an earlier watermark, but it says nothing about the status now.
@@ -205,6 +216,16 @@ def on_poll(
             **observed,
         )
     stable_as_of = candidate if state.stable_as_of is None else max(state.stable_as_of, candidate)
+    if state.operations:
+        # Data still on its way: updating until each operation is seen to end, which is a
+        # write (due at once then); meanwhile polling more often would tell nothing new.
+        return _replace(
+            state,
+            status=IndexStatus.UPDATING.value,
+            stable_as_of=stable_as_of,
+            next_poll_ms=started_at_ms + policy.slow_poll_interval_ms,
+            **observed,
+        )
     write_after_poll = state.last_write_ms is not None and state.last_write_ms > started_at_ms
     if write_after_poll:
         # The poll cannot vouch for a write that landed after it started: stay due, from
@@ -265,6 +286,35 @@ def on_poll_failure(
         last_error=error,
         next_poll_ms=started_at_ms + backoff_ms,
     )
+
+
+def on_operations(
+    prev: Freshness | None,
+    namespace: str,
+    *,
+    started: dict[str, int] | None = None,
+    finished: frozenset[str] | set[str] = frozenset(),
+) -> Freshness:
+    """Record asynchronous upstream writes accepted (`started`: location → accepted at, ms)
+    and those seen to end (`finished`: locations), in that order.
+
+    A pending operation makes a stable namespace `updating`: a poll cannot vouch for data
+    that has not landed. The end itself is a write (apply `on_write` at the time it was
+    seen), which is what makes the namespace due and, once polled, stable again. Applying
+    the same input twice changes nothing.
+    """
+    state = prev if prev is not None else new_freshness(namespace)
+    operations = dict(state.operations or {})
+    for location, accepted_at_ms in (started or {}).items():
+        operations.setdefault(location, accepted_at_ms)
+    for location in finished:
+        operations.pop(location, None)
+    if operations == (state.operations or {}):
+        return state
+    changes: dict[str, Any] = {"operations": operations or None}
+    if operations and state.status == IndexStatus.STABLE.value:
+        changes["status"] = IndexStatus.UPDATING.value
+    return _replace(state, **changes)
 
 
 def is_due(state: Freshness, now_ms: int) -> bool:

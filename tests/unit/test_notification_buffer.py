@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaConnectionError
 
 import api.notifications as notifications
 from api.notifications import NotificationBuffer
-from layer.events import WriteNotification
+from layer.events import OperationStarted, WriteNotification
 from layer.kafka_topics import TopicMissingError
 from layer.metrics import metrics
 
@@ -184,3 +184,21 @@ async def test_close_delivers_what_is_pending(buffer: NotificationBuffer, kafka:
     await buffer.close()
     assert buffer.pending() == 0
     assert sorted({note.namespace for note in kafka.delivered}) == ["a", "b"]
+
+
+async def test_accepted_operations_ride_the_notification_and_merge_with_later_writes(
+    buffer: NotificationBuffer, kafka: FakeKafka
+) -> None:
+    kafka.gate = asyncio.Event()
+    first = OperationStarted(location="/v1/namespaces/a/operations/t1", accepted_at_ms=5)
+    second = OperationStarted(location="/v1/namespaces/a/operations/t2", accepted_at_ms=6)
+    buffer.submit("a", rows=None, body_bytes=10, operation=first)
+    buffer.submit("a", rows=2, body_bytes=20)
+    buffer.submit("a", rows=None, body_bytes=1, operation=second)
+    assert buffer.has_pending("a"), "reads on this worker cut until Kafka has it"
+    kafka.gate.set()
+    await until(lambda: buffer.pending() == 0, "the buffer to drain")
+    [note] = kafka.delivered
+    assert note.operations_started == (first, second)
+    round_trip = WriteNotification.model_validate_json(note.model_dump_json(exclude_none=True))
+    assert round_trip == note
