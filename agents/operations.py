@@ -28,7 +28,7 @@ from typing import Any
 
 from faust.types import TP
 
-from layer.app import app, settings, topics
+from layer.app import app, on, settings, topics
 from layer.clock import now_ms
 from layer.events import WriteNotification
 from layer.services import upstream
@@ -219,16 +219,16 @@ follower = OperationFollower(
 )
 
 
-@app.on_partitions_assigned.connect
+@on(app.on_partitions_assigned)
 async def reload_followed_operations(sender: Any, *args: Any, **kwargs: Any) -> None:
     follower.clear()
 
 
-@app.on_partitions_revoked.connect
+@on(app.on_partitions_revoked)
 async def stop_following_revoked_partitions(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
     await follower.cancel({tp.partition for tp in revoked})
 
 
-@app.on_before_shutdown.connect
+@on(app.on_before_shutdown)
 async def stop_following(sender: Any, *args: Any, **kwargs: Any) -> None:
     await follower.cancel(set(range(settings.topic_partitions)))

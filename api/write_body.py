@@ -76,7 +76,7 @@ class _Frame:
 class StampPlan:
     """Where to insert what: apply with `chunks()`; `length` is the stamped body's size."""
 
-    body: bytes
+    body: bytes | bytearray
     insertions: list[tuple[int, bytes]] = field(default_factory=list)
     rows_stamped: int = 0
 
@@ -126,7 +126,7 @@ def _flat_array_length(token: bytes) -> int:
     return inner.count(b",") + 1 if inner else 0
 
 
-def plan_stamps(body: bytes, stamp_ms: int) -> StampPlan:
+def plan_stamps(body: bytes | bytearray, stamp_ms: int) -> StampPlan:
     """Plan the stamping of a write body (raises ReservedAttribute for `_layer_*` writes).
 
     A body that is not well-formed JSON is left to upstream to reject: the plan is then

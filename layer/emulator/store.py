@@ -182,8 +182,8 @@ def copy_spec(body: Mapping[str, object]) -> CopySpec | None:
     return CopySpec(
         field=field_name,
         source_namespace=source,
-        source_api_key=value.get("source_api_key"),  # type: ignore[arg-type]
-        source_region=value.get("source_region"),  # type: ignore[arg-type]
+        source_api_key=value.get("source_api_key"),
+        source_region=value.get("source_region"),
         dest_encryption=dict(encryption) if encryption is not None else None,
     )
 
