@@ -115,7 +115,11 @@ async def main():
     for signum in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     await emulator.start()
-    print(f"emulator on {emulator.url}, client_max_size {emulator.app._client_max_size}", flush=True)
+    print(
+        f"emulator on {emulator.url}, "
+        f"client_max_size {emulator.app._client_max_size}",
+        flush=True,
+    )
     await stop.wait()
     await emulator.stop()
 asyncio.run(main())
@@ -201,10 +205,15 @@ def query_body() -> bytes:
 
 
 def small_write_body() -> bytes:
-    return dumps({
-        "upsert_rows": [{"id": i, "vector": vec(DIM), "title": f"row {i}", "n": rng.randint(0, 9)} for i in range(3)],
-        "distance_metric": "cosine_distance",
-    })  # fmt: skip
+    return dumps(
+        {
+            "upsert_rows": [
+                {"id": i, "vector": vec(DIM), "title": f"row {i}", "n": rng.randint(0, 9)}
+                for i in range(3)
+            ],
+            "distance_metric": "cosine_distance",
+        }
+    )
 
 
 def big_write_body(target_bytes: int) -> tuple[bytes, int]:
@@ -218,8 +227,11 @@ def big_write_body(target_bytes: int) -> tuple[bytes, int]:
     i = 0
     while size < target_bytes:
         row = b'{"id":%d,"vector":[%s],"title":"document %d","category":"c%d"}' % (
-            i, pool[i % len(pool)], i, i % 7,
-        )  # fmt: skip
+            i,
+            pool[i % len(pool)],
+            i,
+            i % 7,
+        )
         rows.append(row)
         size += len(row) + 1
         i += 1
@@ -271,8 +283,15 @@ class Client:
 # ---------------------------------------------------------------- part 1
 
 
-async def run_c1(client: Client, layer: str, direct: str, bodies: list[bytes], n: int, warmup: int,
-                 pids: dict[str, int]) -> dict[str, Any]:  # fmt: skip
+async def run_c1(
+    client: Client,
+    layer: str,
+    direct: str,
+    bodies: list[bytes],
+    n: int,
+    warmup: int,
+    pids: dict[str, int],
+) -> dict[str, Any]:
     for i in range(warmup):
         await client.post(layer, bodies[i % len(bodies)])
         await client.post(direct, bodies[i % len(bodies)])
@@ -313,8 +332,15 @@ async def run_block(
     return time.perf_counter() - started, latencies
 
 
-async def run_c32(client: Client, layer: str, direct: str, bodies: list[bytes], per_target: int,
-                  block: int, pids: dict[str, int]) -> dict[str, Any]:  # fmt: skip
+async def run_c32(
+    client: Client,
+    layer: str,
+    direct: str,
+    bodies: list[bytes],
+    per_target: int,
+    block: int,
+    pids: dict[str, int],
+) -> dict[str, Any]:
     concurrency = 32
     await run_block(client, layer, bodies, 4 * concurrency, concurrency)  # warm-up: connections
     await run_block(client, direct, bodies, 4 * concurrency, concurrency)
@@ -356,22 +382,36 @@ def report_c1(name: str, c1: dict[str, Any]) -> dict[str, float]:
         else f"MISSED by {added_p50 - ADDED_P50_TARGET_MS:.3f} ms"
     )
     out(
-        f"  added p50 (p50 layer - p50 direct) = {added_p50:.3f} ms   [target <= {ADDED_P50_TARGET_MS} ms: {verdict}]"
+        f"  added p50 (p50 layer - p50 direct) = {added_p50:.3f} ms   "
+        f"[target <= {ADDED_P50_TARGET_MS} ms: {verdict}]"
     )
     out(f"  added p99 (p99 layer - p99 direct) = {s_l['p99'] - s_d['p99']:.3f} ms")
-    out(f"  per-pair difference layer-direct: median={statistics.median(c1['diffs']):.3f}  "
-        f"p90={s_diff['p90']:.3f}  p99={s_diff['p99']:.3f} ms")  # fmt: skip
+    out(
+        f"  per-pair difference layer-direct: median={statistics.median(c1['diffs']):.3f}  "
+        f"p90={s_diff['p90']:.3f}  p99={s_diff['p99']:.3f} ms"
+    )
     thr_l = len(c1["layer"]) / (sum(c1["layer"]) / 1000)
     thr_d = len(c1["direct"]) / (sum(c1["direct"]) / 1000)
-    out(f"  throughput (1/mean latency): layer {thr_l:.0f} req/s, direct {thr_d:.0f} req/s, "
-        f"ratio layer/direct = {thr_l / thr_d:.3f}")  # fmt: skip
+    out(
+        f"  throughput (1/mean latency): layer {thr_l:.0f} req/s, direct {thr_d:.0f} req/s, "
+        f"ratio layer/direct = {thr_l / thr_d:.3f}"
+    )
     n = len(c1["layer"])
     cpu = c1["cpu"]
-    out(f"  CPU per pair of requests (one each, µs): worker {1e6 * cpu['worker'] / n:.0f}  "
-        f"emulator {1e6 * cpu['emulator'] / n:.0f}")  # fmt: skip
-    return {"added_p50": added_p50, "added_p99": s_l["p99"] - s_d["p99"],
-            "pair_median": statistics.median(c1["diffs"]), "ratio": thr_l / thr_d,
-            "layer_p50": s_l["p50"], "direct_p50": s_d["p50"], "layer_p99": s_l["p99"], "direct_p99": s_d["p99"]}  # fmt: skip
+    out(
+        f"  CPU per pair of requests (one each, µs): worker {1e6 * cpu['worker'] / n:.0f}  "
+        f"emulator {1e6 * cpu['emulator'] / n:.0f}"
+    )
+    return {
+        "added_p50": added_p50,
+        "added_p99": s_l["p99"] - s_d["p99"],
+        "pair_median": statistics.median(c1["diffs"]),
+        "ratio": thr_l / thr_d,
+        "layer_p50": s_l["p50"],
+        "direct_p50": s_d["p50"],
+        "layer_p99": s_l["p99"],
+        "direct_p99": s_d["p99"],
+    }
 
 
 def report_c32(name: str, c32: dict[str, Any], block: int) -> dict[str, float]:
@@ -384,21 +424,31 @@ def report_c32(name: str, c32: dict[str, Any], block: int) -> dict[str, float]:
     p_l, p_d = percentiles(c32["layer"]["lat"]), percentiles(c32["direct"]["lat"])
     ratio = rates["layer"] / rates["direct"]
     out(
-        f"  added p50 = {p_l['p50'] - p_d['p50']:.3f} ms, added p99 = {p_l['p99'] - p_d['p99']:.3f} ms"
+        f"  added p50 = {p_l['p50'] - p_d['p50']:.3f} ms, "
+        f"added p99 = {p_l['p99'] - p_d['p99']:.3f} ms"
     )
-    out(f"  throughput ratio layer/direct = {ratio:.3f} "
+    out(
+        f"  throughput ratio layer/direct = {ratio:.3f} "
         f"(median of per-block-pair ratios {statistics.median(c32['pair_ratios']):.3f}, "
-        f"min {min(c32['pair_ratios']):.3f}, max {max(c32['pair_ratios']):.3f})")  # fmt: skip
+        f"min {min(c32['pair_ratios']):.3f}, max {max(c32['pair_ratios']):.3f})"
+    )
     out("  CPU per request (µs), by process, during each target's blocks:")
     for target in ("layer", "direct"):
         r = c32[target]
-        out(f"    {target:<7} worker {1e6 * r['cpu']['worker'] / r['n']:.0f}  "
+        out(
+            f"    {target:<7} worker {1e6 * r['cpu']['worker'] / r['n']:.0f}  "
             f"emulator {1e6 * r['cpu']['emulator'] / r['n']:.0f}  "
-            f"client {1e6 * r['client_cpu'] / r['n']:.0f}")  # fmt: skip
-    return {"ratio": ratio, "pair_ratio_median": statistics.median(c32["pair_ratios"]),
-            "layer_rps": rates["layer"], "direct_rps": rates["direct"],
-            "added_p50": p_l["p50"] - p_d["p50"], "added_p99": p_l["p99"] - p_d["p99"],
-            "worker_cpu_us": 1e6 * c32["layer"]["cpu"]["worker"] / c32["layer"]["n"]}  # fmt: skip
+            f"client {1e6 * r['client_cpu'] / r['n']:.0f}"
+        )
+    return {
+        "ratio": ratio,
+        "pair_ratio_median": statistics.median(c32["pair_ratios"]),
+        "layer_rps": rates["layer"],
+        "direct_rps": rates["direct"],
+        "added_p50": p_l["p50"] - p_d["p50"],
+        "added_p99": p_l["p99"] - p_d["p99"],
+        "worker_cpu_us": 1e6 * c32["layer"]["cpu"]["worker"] / c32["layer"]["n"],
+    }
 
 
 # ---------------------------------------------------------------- part 2
@@ -480,8 +530,11 @@ class Pinger:
     def __init__(self, port: int) -> None:
         import subprocess
 
-        self.process = subprocess.Popen([sys.executable, "-c", PINGER, "127.0.0.1", str(port)],
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", PINGER, "127.0.0.1", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
 
     def stop(self, t_send_epoch: float) -> dict[str, Any]:
         import signal
@@ -499,8 +552,9 @@ class Pinger:
         return stats
 
 
-async def big_write(url: str, body: bytes, worker: WorkerProcess, emulator_pid: int, label: str,
-                    baseline_kb: int) -> dict[str, Any]:  # fmt: skip
+async def big_write(
+    url: str, body: bytes, worker: WorkerProcess, emulator_pid: int, label: str, baseline_kb: int
+) -> dict[str, Any]:
     """POST `body` on a fresh connection; worker RSS before, during, after, and after closing it."""
     worker_pid = worker.pid
     gc.collect()
@@ -514,10 +568,13 @@ async def big_write(url: str, body: bytes, worker: WorkerProcess, emulator_pid: 
     sampler.start()
     w0, e0 = proc_cpu_s(worker_pid), proc_cpu_s(emulator_pid)
     session = aiohttp.ClientSession(
-        headers={"Authorization": f"Bearer {API_KEY}", "Accept-Encoding": "identity",
-                 "Content-Type": "application/json"},
+        headers={
+            "Authorization": f"Bearer {API_KEY}",
+            "Accept-Encoding": "identity",
+            "Content-Type": "application/json",
+        },
         timeout=aiohttp.ClientTimeout(total=300),
-    )  # fmt: skip
+    )
     t_send = time.perf_counter() - sampler.t0
     t_send_epoch = time.time()
     started = time.perf_counter()
@@ -601,21 +658,35 @@ def report_big(r: dict[str, Any], body_len: int, target: bool = True) -> None:
     if not target:
         verdict = f"no target; = {growth / MAX_BODY_BYTES_DEFAULT:.2f} x LAYER_MAX_BODY_BYTES"
     out(f"{r['label']}: status {r['status']}, wall {r['wall_s']:.2f} s, answer {r['answer'][:100]}")
-    out(f"  worker RSS: idle {r['idle_kb'] / 1024:.1f} MiB (first idle of part 2: {r['baseline_kb'] / 1024:.1f}), "
+    out(
+        f"  worker RSS: idle {r['idle_kb'] / 1024:.1f} MiB "
+        f"(first idle of part 2: {r['baseline_kb'] / 1024:.1f}), "
         f"peak {r['peak_kb'] / 1024:.1f} MiB (VmHWM {r['hwm_kb'] / 1024:.1f}, sampled max "
         f"{r['sampled_peak_kb'] / 1024:.1f}, {r['n_samples']} samples); 1 s after the answer "
-        f"{r['after_kb'] / 1024:.1f} MiB; 0.5 s after closing the connection {r['after_close_kb'] / 1024:.1f} MiB")  # fmt: skip
-    out(f"  worker growth (peak - idle) = {growth / mib:.2f} MiB = {growth / body_len:.3f} x body "
-        f"({body_len / mib:.2f} MiB)  [target <= {MEMORY_FACTOR_TARGET:.0f} x body = {limit / mib:.2f} MiB: {verdict}]")  # fmt: skip
+        f"{r['after_kb'] / 1024:.1f} MiB; 0.5 s after closing the connection "
+        f"{r['after_close_kb'] / 1024:.1f} MiB"
+    )
     out(
-        f"  RSS above idle (MiB, max per 0.25 s): {timeline(r['samples'], r['idle_kb'], r['t_send'], r['t_done'])}"
+        f"  worker growth (peak - idle) = {growth / mib:.2f} MiB = {growth / body_len:.3f} x body "
+        f"({body_len / mib:.2f} MiB)  [target <= {MEMORY_FACTOR_TARGET:.0f} x body = "
+        f"{limit / mib:.2f} MiB: {verdict}]"
+    )
+    out(
+        "  RSS above idle (MiB, max per 0.25 s): "
+        f"{timeline(r['samples'], r['idle_kb'], r['t_send'], r['t_done'])}"
     )
     st = r["stall"]
     if st.get("n"):
-        out(f"  GET /healthz on the worker every 10 ms meanwhile, from a subprocess (n={st['n']}): p50 {st['p50']:.1f} ms, "
-            f"p99 {st['p99']:.1f} ms, max {st['max']:.0f} ms (sent {st['worst_at_s']:.2f} s after the write began)")  # fmt: skip
-    out(f"  CPU: worker {r['worker_cpu_s']:.2f} s, emulator {r['emulator_cpu_s']:.2f} s; "
-        f"emulator RSS growth {r['emulator_growth_kb'] / 1024:.0f} MiB (not Layer's)")  # fmt: skip
+        out(
+            "  GET /healthz on the worker every 10 ms meanwhile, from a subprocess "
+            f"(n={st['n']}): p50 {st['p50']:.1f} ms, "
+            f"p99 {st['p99']:.1f} ms, max {st['max']:.0f} ms "
+            f"(sent {st['worst_at_s']:.2f} s after the write began)"
+        )
+    out(
+        f"  CPU: worker {r['worker_cpu_s']:.2f} s, emulator {r['emulator_cpu_s']:.2f} s; "
+        f"emulator RSS growth {r['emulator_growth_kb'] / 1024:.0f} MiB (not Layer's)"
+    )
 
 
 def stamp_scan_cost(body: bytes) -> str:
@@ -638,9 +709,12 @@ def stamp_scan_cost(body: bytes) -> str:
     t_chunks = time.perf_counter() - t1
     _, peak_chunks = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return (f"plan_stamps: {t_plan:.2f} s (one synchronous call), {plan.rows_stamped} rows stamped, {len(plan.insertions)} insertions, "
-            f"traced peak {peak_plan / 1024 / 1024:.1f} MiB; chunks()+bytes(): {t_chunks:.2f} s, "
-            f"{total / 1024 / 1024:.0f} MiB streamed, traced peak {peak_chunks / 1024 / 1024:.1f} MiB")  # fmt: skip
+    return (
+        f"plan_stamps: {t_plan:.2f} s (one synchronous call), {plan.rows_stamped} rows stamped, "
+        f"{len(plan.insertions)} insertions, "
+        f"traced peak {peak_plan / 1024 / 1024:.1f} MiB; chunks()+bytes(): {t_chunks:.2f} s, "
+        f"{total / 1024 / 1024:.0f} MiB streamed, traced peak {peak_chunks / 1024 / 1024:.1f} MiB"
+    )
 
 
 # ---------------------------------------------------------------- profiles
@@ -650,35 +724,81 @@ PY_SPY = os.environ.get("PY_SPY", "/tmp/probe/bin/py-spy")
 #: Components of a worker profile: (label, test on one sample's frames, leaf last). A sample
 #: may count in several (indented rows are parts of the row above).
 _COMPONENTS: list[tuple[str, Any]] = [
-    ("proxy handler (api/proxy.py: proxy, _proxy_query, _proxy_write)",
-     lambda fs: any("(api/proxy.py" in f for f in fs)),
-    ("  upstream HTTP client (httpx/httpcore/anyio/h11)",
-     lambda fs: any("(api/proxy.py" in f for f in fs) and any(m in f for f in fs for m in ("(httpx/", "(httpcore/", "(anyio/", "(h11/"))),
-    ("    httpcore pool bookkeeping (_assign_requests_to_connections)",
-     lambda fs: any("_assign_requests_to_connections" in f for f in fs)),
-    ("      of which idle-socket probes (has_expired -> get_extra_info/is_socket_readable)",
-     lambda fs: any("_assign_requests_to_connections" in f for f in fs) and any("has_expired" in f for f in fs)),
-    ("    socket send syscalls from the upstream client (transport.write, leaf)",
-     lambda fs: bool(fs) and "_SelectorSocketTransport.write" in fs[-1] and any("(httpcore/" in f for f in fs)),
-    ("  request body read (BaseRequest.read)",
-     lambda fs: any(f.startswith("BaseRequest.read ") for f in fs)),
-    ("  stamping (plan_stamps, StampPlan.chunks, _chunks)",
-     lambda fs: any(m in f for f in fs for m in ("plan_stamps (", "StampPlan.chunks", "_chunks (api"))),
-    ("  JSON in the handler (json.loads/dumps)",
-     lambda fs: any("(api/proxy.py" in f for f in fs) and any(m in f for f in fs for m in ("(json/", "json/__init__", "(json/decoder"))),
-    ("  write notification submit (NotificationBuffer.submit)",
-     lambda fs: any("NotificationBuffer.submit" in f for f in fs)),
-    ("aiohttp server + Layer middlewares, outside the proxy handler",
-     lambda fs: any("(aiohttp/web_protocol" in f for f in fs) and not any("(api/proxy.py" in f for f in fs)),
-    ("notification delivery (NotificationBuffer._drain_forever, WriteNotifier)",
-     lambda fs: any(m in f for f in fs for m in ("_drain_forever", "WriteNotifier"))),
-    ("Kafka/Faust machinery (aiokafka, faust: agents, tables, changelog, consumer)",
-     lambda fs: any(m in f for f in fs for m in ("(aiokafka/", "(faust/"))),
-    ("Layer agents/tables code (agents/, tables/)",
-     lambda fs: any(m in f for f in fs for m in ("(agents/", "(tables/"))),
-    ("event loop idle (selector wait, leaf)",
-     lambda fs: bool(fs) and "select (selectors.py" in fs[-1]),
-]  # fmt: skip
+    (
+        "proxy handler (api/proxy.py: proxy, _proxy_query, _proxy_write)",
+        lambda fs: any("(api/proxy.py" in f for f in fs),
+    ),
+    (
+        "  upstream HTTP client (httpx/httpcore/anyio/h11)",
+        lambda fs: (
+            any("(api/proxy.py" in f for f in fs)
+            and any(m in f for f in fs for m in ("(httpx/", "(httpcore/", "(anyio/", "(h11/"))
+        ),
+    ),
+    (
+        "    httpcore pool bookkeeping (_assign_requests_to_connections)",
+        lambda fs: any("_assign_requests_to_connections" in f for f in fs),
+    ),
+    (
+        "      of which idle-socket probes (has_expired -> get_extra_info/is_socket_readable)",
+        lambda fs: (
+            any("_assign_requests_to_connections" in f for f in fs)
+            and any("has_expired" in f for f in fs)
+        ),
+    ),
+    (
+        "    socket send syscalls from the upstream client (transport.write, leaf)",
+        lambda fs: (
+            bool(fs)
+            and "_SelectorSocketTransport.write" in fs[-1]
+            and any("(httpcore/" in f for f in fs)
+        ),
+    ),
+    (
+        "  request body read (BaseRequest.read)",
+        lambda fs: any(f.startswith("BaseRequest.read ") for f in fs),
+    ),
+    (
+        "  stamping (plan_stamps, StampPlan.chunks, _chunks)",
+        lambda fs: any(
+            m in f for f in fs for m in ("plan_stamps (", "StampPlan.chunks", "_chunks (api")
+        ),
+    ),
+    (
+        "  JSON in the handler (json.loads/dumps)",
+        lambda fs: (
+            any("(api/proxy.py" in f for f in fs)
+            and any(m in f for f in fs for m in ("(json/", "json/__init__", "(json/decoder"))
+        ),
+    ),
+    (
+        "  write notification submit (NotificationBuffer.submit)",
+        lambda fs: any("NotificationBuffer.submit" in f for f in fs),
+    ),
+    (
+        "aiohttp server + Layer middlewares, outside the proxy handler",
+        lambda fs: (
+            any("(aiohttp/web_protocol" in f for f in fs)
+            and not any("(api/proxy.py" in f for f in fs)
+        ),
+    ),
+    (
+        "notification delivery (NotificationBuffer._drain_forever, WriteNotifier)",
+        lambda fs: any(m in f for f in fs for m in ("_drain_forever", "WriteNotifier")),
+    ),
+    (
+        "Kafka/Faust machinery (aiokafka, faust: agents, tables, changelog, consumer)",
+        lambda fs: any(m in f for f in fs for m in ("(aiokafka/", "(faust/")),
+    ),
+    (
+        "Layer agents/tables code (agents/, tables/)",
+        lambda fs: any(m in f for f in fs for m in ("(agents/", "(tables/")),
+    ),
+    (
+        "event loop idle (selector wait, leaf)",
+        lambda fs: bool(fs) and "select (selectors.py" in fs[-1],
+    ),
+]
 
 
 def summarize(path: Path, top: int = 22) -> str:
@@ -705,8 +825,17 @@ def summarize(path: Path, top: int = 22) -> str:
         "components (% of samples; indented rows are parts of the row above):",
     ]
     lines += share_lines(counts.items(), total)
-    skip = ("_run_module_as_main", "_run_code", "<module>", "main (", "run_worker", "execute_from_commandline",
-            "run_until_complete", "run_forever", "_run_once")  # fmt: skip
+    skip = (
+        "_run_module_as_main",
+        "_run_code",
+        "<module>",
+        "main (",
+        "run_worker",
+        "execute_from_commandline",
+        "run_until_complete",
+        "run_forever",
+        "_run_once",
+    )
     lines.append("top inclusive (% of samples):")
     shown = 0
     for frame, count in inclusive.most_common():
@@ -732,7 +861,8 @@ async def profile_during(name: str, pid: int, seconds: float, directory: Path, l
         await load()
         runs += 1
     out(
-        f"--- profile: {name} (worker pid {pid}, {seconds:.0f} s, {runs} load iterations, raw: {path})"
+        f"--- profile: {name} (worker pid {pid}, {seconds:.0f} s, "
+        f"{runs} load iterations, raw: {path})"
     )
     out(summarize(path))
     out()
@@ -759,8 +889,11 @@ async def client_cost(
     from api.write_body import plan_stamps
 
     url = f"{emulator_url}/v2/namespaces/{WRITE_NS}"
-    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json",
-               "Accept-Encoding": "identity"}  # fmt: skip
+    headers = {
+        "Authorization": f"Bearer {API_KEY}",
+        "Content-Type": "application/json",
+        "Accept-Encoding": "identity",
+    }
 
     async def chunks(parts: Any) -> Any:
         for part in parts:
@@ -775,8 +908,12 @@ async def client_cost(
         async def call(body: bytes) -> None:
             plan = plan_stamps(body, int(time.time() * 1000))
             content = b"".join(plan.chunks()) if joined else chunks(plan.chunks())
-            request = client.build_request("POST", url, headers={**headers, "Content-Length": str(plan.length)},
-                                           content=content)  # fmt: skip
+            request = client.build_request(
+                "POST",
+                url,
+                headers={**headers, "Content-Length": str(plan.length)},
+                content=content,
+            )
             response = await client.send(request, stream=True)
             await response.aread()
             await response.aclose()
@@ -817,7 +954,7 @@ async def client_cost(
         try:
             remaining = 4 * 32
 
-            async def loop() -> None:
+            async def loop(call: Any = call) -> None:
                 nonlocal remaining
                 while remaining > 0:
                     remaining -= 1
@@ -848,8 +985,12 @@ async def client_cost(
             "rps_c32": statistics.mean(r["rps"]),
             "c1_p50": c1["p50"],
         }
-        out(f"  {name:<55} c32: {cpu:5.0f} µs CPU/request ({' / '.join(f'{x:.0f}' for x in r['cpu_us'])}), "
-            f"{statistics.mean(r['rps']):5.0f} req/s;  c1 p50 {c1['p50']:.2f} ms p99 {c1['p99']:.2f} ms")  # fmt: skip
+        out(
+            f"  {name:<55} c32: {cpu:5.0f} µs CPU/request "
+            f"({' / '.join(f'{x:.0f}' for x in r['cpu_us'])}), "
+            f"{statistics.mean(r['rps']):5.0f} req/s;  "
+            f"c1 p50 {c1['p50']:.2f} ms p99 {c1['p99']:.2f} ms"
+        )
     return summary
 
 
@@ -872,14 +1013,28 @@ async def wait_stable(
 async def main_async(args: argparse.Namespace) -> None:
     work = run_dir("proxy")
     settings = {
-        "query_requests_per_target": f"{args.query_requests} at concurrency 1, {args.query_requests} at 32",
-        "write_requests_per_target": f"{args.write_requests} at concurrency 1, {args.write_requests} at 32",
+        "query_requests_per_target": (
+            f"{args.query_requests} at concurrency 1, {args.query_requests} at 32"
+        ),
+        "write_requests_per_target": (
+            f"{args.write_requests} at concurrency 1, {args.write_requests} at 32"
+        ),
         "c32_block": args.block,
         "warmup_per_target": args.warmup,
-        "query": f"POST /v2/namespaces/{QUERY_NS}/query rank_by vector ANN {DIM}-dim, top_k 10, include_attributes [title]; {QUERY_ROWS} rows",
-        "write": f"POST /v2/namespaces/{WRITE_NS} upsert_rows 3 rows ({DIM}-dim vector + 2 attributes), same ids",
-        "big_write": f"~{args.big_mib} MiB upsert_rows of {BIG_DIM}-dim JSON float vectors (6 decimals)",
-        "client": f"aiohttp {aiohttp.__version__} ClientSession, keep-alive, Accept-Encoding: identity",
+        "query": (
+            f"POST /v2/namespaces/{QUERY_NS}/query rank_by vector ANN {DIM}-dim, top_k 10, "
+            f"include_attributes [title]; {QUERY_ROWS} rows"
+        ),
+        "write": (
+            f"POST /v2/namespaces/{WRITE_NS} upsert_rows 3 rows "
+            f"({DIM}-dim vector + 2 attributes), same ids"
+        ),
+        "big_write": (
+            f"~{args.big_mib} MiB upsert_rows of {BIG_DIM}-dim JSON float vectors (6 decimals)"
+        ),
+        "client": (
+            f"aiohttp {aiohttp.__version__} ClientSession, keep-alive, Accept-Encoding: identity"
+        ),
         "LAYER_MAX_BODY_BYTES": f"{MAX_BODY_BYTES_DEFAULT} (default)",
         "LAYER_STABLE_READS": "true (default)",
         "profiles": not args.no_profile,
@@ -896,8 +1051,10 @@ async def main_async(args: argparse.Namespace) -> None:
         client = Client()
         try:
             worker.start()
-            out(f"worker ready in {worker.ready_at - worker.started_at:.1f} s (pid {worker.pid}), "
-                f"emulator pid {emulator.process.pid}")  # fmt: skip
+            out(
+                f"worker ready in {worker.ready_at - worker.started_at:.1f} s (pid {worker.pid}), "
+                f"emulator pid {emulator.process.pid}"
+            )
             pids = {"worker": worker.pid, "emulator": emulator.process.pid}
 
             # Seed the query namespace through Layer (stamped rows), wait until it is stable.
@@ -906,8 +1063,10 @@ async def main_async(args: argparse.Namespace) -> None:
                     {"id": i, "vector": vec(DIM), "title": f"doc {i}"}
                     for i in range(start, start + 250)
                 ]
-                await client.post(f"{worker.url}/v2/namespaces/{QUERY_NS}",
-                                  dumps({"upsert_rows": rows, "distance_metric": "cosine_distance"}))  # fmt: skip
+                await client.post(
+                    f"{worker.url}/v2/namespaces/{QUERY_NS}",
+                    dumps({"upsert_rows": rows, "distance_metric": "cosine_distance"}),
+                )
             await client.post(f"{worker.url}/v2/namespaces/{WRITE_NS}", small_write_body())
             stable = await wait_stable(client, worker, QUERY_NS)
             out(f"seeded {QUERY_ROWS} rows into {QUERY_NS} through Layer; stable: {stable}")
@@ -917,17 +1076,24 @@ async def main_async(args: argparse.Namespace) -> None:
             await asyncio.sleep(2)
             idle_share = (worker.cpu_seconds() - idle0) / (time.perf_counter() - t_idle)
             out(
-                f"worker idle CPU: {100 * idle_share:.1f}% of a core; idle RSS {worker.rss_kb() / 1024:.0f} MiB"
+                f"worker idle CPU: {100 * idle_share:.1f}% of a core; "
+                f"idle RSS {worker.rss_kb() / 1024:.0f} MiB"
             )
 
             queries = [query_body() for _ in range(64)]
             writes = [small_write_body() for _ in range(64)]
             targets = {
-                "query": (f"{worker.url}/v2/namespaces/{QUERY_NS}/query",
-                          f"{emulator.url}/v2/namespaces/{QUERY_NS}/query", queries),
-                "write": (f"{worker.url}/v2/namespaces/{WRITE_NS}",
-                          f"{emulator.url}/v2/namespaces/{WRITE_NS}", writes),
-            }  # fmt: skip
+                "query": (
+                    f"{worker.url}/v2/namespaces/{QUERY_NS}/query",
+                    f"{emulator.url}/v2/namespaces/{QUERY_NS}/query",
+                    queries,
+                ),
+                "write": (
+                    f"{worker.url}/v2/namespaces/{WRITE_NS}",
+                    f"{emulator.url}/v2/namespaces/{WRITE_NS}",
+                    writes,
+                ),
+            }
             out(f"request bodies: query {len(queries[0])} B, write {len(writes[0])} B")
 
             out()
@@ -947,15 +1113,23 @@ async def main_async(args: argparse.Namespace) -> None:
                 c32 = await run_c32(client, layer_url, direct_url, bodies, n, args.block, pids)
                 summary[f"{op}_c32"] = report_c32(op, c32, args.block)
                 if op == "query":
-                    out(f"  X-Layer-Filtered on Layer's query answers: {dict(client.filtered)}; "
-                        f"X-Layer-Stable-As-Of set: {dict(client.stable_as_of_seen)}")  # fmt: skip
+                    out(
+                        f"  X-Layer-Filtered on Layer's query answers: {dict(client.filtered)}; "
+                        f"X-Layer-Stable-As-Of set: {dict(client.stable_as_of_seen)}"
+                    )
                     summary["filtered"] = dict(client.filtered)
                 out(f"  non-200 answers: {dict(client.errors) or 'none'}")
                 client.errors.clear()
                 out()
             metrics = worker.metrics()
-            out("worker metrics after part 1: "
-                + ", ".join(f"{k}={v:g}" for k, v in metrics.items() if k.startswith(("notify_", "proxy", "http"))))  # fmt: skip
+            out(
+                "worker metrics after part 1: "
+                + ", ".join(
+                    f"{k}={v:g}"
+                    for k, v in metrics.items()
+                    if k.startswith(("notify_", "proxy", "http"))
+                )
+            )
 
             # ------------------------------------------------ profiles of the small calls
             if not args.no_profile and not args.skip_latency:
@@ -963,22 +1137,45 @@ async def main_async(args: argparse.Namespace) -> None:
                 out("## Profiles of the small calls (recorded after the measurements)")
                 q_layer, _, q_bodies = targets["query"]
                 w_layer, _, w_bodies = targets["write"]
-                await profile_during("query-c1", worker.pid, args.profile_seconds, work,
-                                     lambda: run_block(client, q_layer, q_bodies, 50, 1))  # fmt: skip
-                await profile_during("query-c32", worker.pid, args.profile_seconds, work,
-                                     lambda: run_block(client, q_layer, q_bodies, args.block, 32))  # fmt: skip
-                await profile_during("write-c1", worker.pid, args.profile_seconds, work,
-                                     lambda: run_block(client, w_layer, w_bodies, 50, 1))  # fmt: skip
-                await profile_during("write-c32", worker.pid, args.profile_seconds, work,
-                                     lambda: run_block(client, w_layer, w_bodies, args.block, 32))  # fmt: skip
+                await profile_during(
+                    "query-c1",
+                    worker.pid,
+                    args.profile_seconds,
+                    work,
+                    lambda: run_block(client, q_layer, q_bodies, 50, 1),
+                )
+                await profile_during(
+                    "query-c32",
+                    worker.pid,
+                    args.profile_seconds,
+                    work,
+                    lambda: run_block(client, q_layer, q_bodies, args.block, 32),
+                )
+                await profile_during(
+                    "write-c1",
+                    worker.pid,
+                    args.profile_seconds,
+                    work,
+                    lambda: run_block(client, w_layer, w_bodies, 50, 1),
+                )
+                await profile_during(
+                    "write-c32",
+                    worker.pid,
+                    args.profile_seconds,
+                    work,
+                    lambda: run_block(client, w_layer, w_bodies, args.block, 32),
+                )
 
             # ------------------------------------------------ part 2: memory
             out()
             out("## Part 2: memory while proxying a large write")
             t0 = time.perf_counter()
             body, rows = big_write_body(args.big_mib * 1024 * 1024)
-            out(f"body: {len(body)} bytes ({len(body) / 1024 / 1024:.1f} MiB), {rows} rows of {BIG_DIM}-dim "
-                f"vectors, built in {time.perf_counter() - t0:.1f} s")  # fmt: skip
+            out(
+                f"body: {len(body)} bytes ({len(body) / 1024 / 1024:.1f} MiB), "
+                f"{rows} rows of {BIG_DIM}-dim "
+                f"vectors, built in {time.perf_counter() - t0:.1f} s"
+            )
             out("in-process cost of the stamping scan on this body: " + stamp_scan_cost(body))
             gc.collect()
             baseline_kb = idle_rss_kb(worker.pid)
@@ -993,17 +1190,24 @@ async def main_async(args: argparse.Namespace) -> None:
                 "direct to the emulator (worker idle)",
                 baseline_kb,
             )
-            out(f"direct to the emulator: status {rd['status']}, wall {rd['wall_s']:.2f} s, emulator CPU "
-                f"{rd['emulator_cpu_s']:.2f} s, emulator RSS growth {rd['emulator_growth_kb'] / 1024:.0f} MiB")  # fmt: skip
+            out(
+                f"direct to the emulator: status {rd['status']}, wall {rd['wall_s']:.2f} s, "
+                f"emulator CPU {rd['emulator_cpu_s']:.2f} s, "
+                f"emulator RSS growth {rd['emulator_growth_kb'] / 1024:.0f} MiB"
+            )
             r1 = await big_write(layer_big, body, worker, emu_pid, "through Layer #1", baseline_kb)
             report_big(r1, len(body))
             summary["big"] = {"body": len(body), "direct": rd, "layer1": r1}
             if not args.no_profile:
                 path = work / "big-write.txt"
                 recorder = profile_worker(
-                    worker.pid, max(8, int(r1["wall_s"] + 4)), path, rate=100,
-                    nonblocking=False, threads=False,
-                )  # fmt: skip
+                    worker.pid,
+                    max(8, int(r1["wall_s"] + 4)),
+                    path,
+                    rate=100,
+                    nonblocking=False,
+                    threads=False,
+                )
                 await asyncio.sleep(0.5)
                 r2 = await big_write(
                     layer_big,
@@ -1021,9 +1225,15 @@ async def main_async(args: argparse.Namespace) -> None:
                     out(summarize(path))
             # A body over LAYER_MAX_BODY_BYTES: how much does the worker hold before its 413?
             over = body * (MAX_BODY_BYTES_DEFAULT // len(body) + 1)
-            r3 = await big_write(layer_big, over, worker, emu_pid,
-                                 f"over the limit: {len(over)} bytes > LAYER_MAX_BODY_BYTES {MAX_BODY_BYTES_DEFAULT}",
-                                 baseline_kb)  # fmt: skip
+            r3 = await big_write(
+                layer_big,
+                over,
+                worker,
+                emu_pid,
+                f"over the limit: {len(over)} bytes > "
+                f"LAYER_MAX_BODY_BYTES {MAX_BODY_BYTES_DEFAULT}",
+                baseline_kb,
+            )
             report_big(r3, len(over), target=False)
             summary["big"]["over_limit"] = r3
             del over, body
@@ -1032,7 +1242,8 @@ async def main_async(args: argparse.Namespace) -> None:
             # ------------------------------------------------ part 3: upstream client cost
             out()
             out(
-                "## Part 3: cost of the upstream HTTP client, in this process (no Layer code edited)"
+                "## Part 3: cost of the upstream HTTP client, in this process "
+                "(no Layer code edited)"
             )
             summary["clients"] = await client_cost(emulator.url, writes, args)
         finally:
@@ -1092,7 +1303,8 @@ def hidden_attributes_cost(runs: int = 200) -> dict[str, Any]:
         out(
             f"  {label}: answer {entry['bytes'] / 1024:.0f} KiB; hide (1,000 stamps) "
             f"{entry['hide_stamped_us']:.0f} us; hide (no stamp) "
-            f"{entry['hide_unstamped_us']:.1f} us; json loads+dumps {entry['json_roundtrip_us']:.0f} us"
+            f"{entry['hide_unstamped_us']:.1f} us; "
+            f"json loads+dumps {entry['json_roundtrip_us']:.0f} us"
         )
     return results
 
