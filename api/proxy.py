@@ -44,7 +44,7 @@ from api.auth import credential_of
 from api.errors import ApiError, allowed_methods
 from api.notifications import notification_buffer
 from api.replica import ROUTED_HEADER, not_ready, owner_url
-from api.stable_reads import stable_read_cut, with_stable_filter
+from api.stable_reads import plan_query
 from api.watcher_events import record_cache_activity
 from api.write_body import (
     ReservedAttribute,
@@ -288,42 +288,28 @@ async def _proxy_query(
         and await namespace_access.caller_sees_watched(credential_of(request), namespace)
         else None
     )
-    stable_as_of = state.stable_as_of if state is not None else None
     # This worker's own pending notification, or the relaying worker's (it says so).
     evidence = ReadEvidence(
         write_pending=notification_buffer.has_pending(namespace)
         or (ROUTED_HEADER in request.headers and PENDING_WRITE_HEADER in request.headers),
         write_unconfirmed=notification_buffer.unconfirmed(namespace),
     )
-    cut = stable_read_cut(state, evidence) if settings.stable_reads else None
-    try:
-        query = json.loads(raw)
-    except ValueError:
-        query = None  # not JSON: upstream gives the error
-    filtered = cut is not None and isinstance(query, dict)
-    content = json.dumps(with_stable_filter(query, cut)).encode() if filtered else raw  # type: ignore[arg-type]
+    plan = plan_query(raw, state, evidence, stable_reads=settings.stable_reads)
     headers["Accept-Encoding"] = "identity"  # the rows are read here; compression is ours
-    upstream = await _send("POST", url, headers, content)
-    if (
-        upstream.status == 429
-        and not filtered
-        and settings.stable_reads
-        and stable_as_of is not None
-        and isinstance(query, dict)
-    ):
+    upstream = await _send("POST", url, headers, plan.body)
+    filtered = plan.filtered
+    if upstream.status == 429 and plan.retry_body is not None:
         upstream.release()  # an unfiltered query was throttled: once more, with the cut
         filtered = True
-        upstream = await _send(
-            "POST", url, headers, json.dumps(with_stable_filter(query, stable_as_of)).encode()
-        )
+        upstream = await _send("POST", url, headers, plan.retry_body)
     if 200 <= upstream.status < 300:
         record_cache_activity(namespace)
-    keep = requested_layer_attributes(query)
+    keep = requested_layer_attributes(plan.query)
     return await _read_back(
         upstream,
         lambda answer: hide_in_rows(answer, keep),
         {
-            "X-Layer-Stable-As-Of": "" if stable_as_of is None else str(stable_as_of),
+            "X-Layer-Stable-As-Of": "" if plan.stable_as_of is None else str(plan.stable_as_of),
             "X-Layer-Filtered": "true" if filtered else "false",
         },
     )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from api.stable_reads import stable_filter, stable_read_cut, with_stable_filter
+from api.stable_reads import plan_query, stable_filter, stable_read_cut, with_stable_filter
 from tables.freshness import Freshness, IndexStatus, ReadEvidence
 
 
@@ -61,3 +63,46 @@ def test_every_sub_query_of_a_multi_query_is_cut() -> None:
     assert result["limit"] == 3
     assert result["queries"][0]["filters"] == stable_filter(7)
     assert result["queries"][1]["filters"] == ["And", [["b", "Gt", 0], stable_filter(7)]]
+
+
+# --- the whole decision of a query: plan_query ------------------------------------------------
+
+QUERY = b'{"rank_by": ["id", "asc"], "top_k": 5}'
+
+
+def _state(status: IndexStatus, stable_as_of: int | None = 1000) -> Freshness:
+    return Freshness(namespace="n", status=status.value, stable_as_of=stable_as_of)
+
+
+def test_an_updating_namespace_is_queried_with_the_cut_and_not_retried() -> None:
+    plan = plan_query(QUERY, _state(IndexStatus.UPDATING), ReadEvidence(), stable_reads=True)
+    assert plan.filtered and plan.retry_body is None and plan.stable_as_of == 1000
+    assert json.loads(plan.body)["filters"] == stable_filter(1000)
+
+
+def test_a_stable_namespace_goes_as_it_is_and_a_429_is_retried_with_the_cut() -> None:
+    plan = plan_query(QUERY, _state(IndexStatus.STABLE), ReadEvidence(), stable_reads=True)
+    assert not plan.filtered and plan.body == QUERY
+    assert plan.retry_body is not None
+    assert json.loads(plan.retry_body)["filters"] == stable_filter(1000)
+
+
+def test_without_a_watermark_or_with_stable_reads_off_nothing_is_cut_or_retried() -> None:
+    for plan in (
+        plan_query(QUERY, None, ReadEvidence(), stable_reads=True),
+        plan_query(QUERY, _state(IndexStatus.UPDATING, None), ReadEvidence(), stable_reads=True),
+        plan_query(QUERY, _state(IndexStatus.UPDATING), ReadEvidence(), stable_reads=False),
+    ):
+        assert (plan.filtered, plan.retry_body, plan.body) == (False, None, QUERY)
+
+
+def test_a_body_that_is_not_a_json_object_goes_to_upstream_untouched() -> None:
+    for raw in (b"not json", b"[1, 2]"):
+        plan = plan_query(raw, _state(IndexStatus.UPDATING), ReadEvidence(), stable_reads=True)
+        assert (plan.body, plan.filtered, plan.retry_body, plan.query) == (raw, False, None, None)
+
+
+def test_a_pending_write_makes_a_stable_namespace_cut() -> None:
+    evidence = ReadEvidence(write_pending=True)
+    plan = plan_query(QUERY, _state(IndexStatus.STABLE), evidence, stable_reads=True)
+    assert plan.filtered and plan.retry_body is None
