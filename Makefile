@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: dev test test-fast install clean
+.PHONY: dev test test-fast lint install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,16 @@ install: $(VENV)/.installed
 dev: install
 	$(BIN)/layer dev
 
-## Run the whole test suite (tests start their own broker and emulator).
-test: install
+## The whole check: lint, formatting, types, then every test (they start their own broker,
+## emulator and workers).
+test: install lint
 	$(BIN)/python -m pytest -q
+
+## Lint, formatting and types alone (part of `make test`).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## The edit loop: unit and agent tests only (no broker, no processes), in seconds.
 test-fast: install
