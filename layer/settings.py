@@ -241,6 +241,30 @@ class Settings(BaseSettings):
         description="Pass-through mode: how long upstream's refusal (401/403/404) of a key "
         "for a namespace is remembered; 0 asks every time.",
     )
+    sse_max_connections_per_key: int = Field(
+        16,
+        ge=1,
+        le=10_000,
+        validation_alias=_env("LAYER_SSE_MAX_CONNECTIONS_PER_KEY"),
+        description="Stability streams (`GET /v2/stability/events`) one API key may hold open "
+        "on one worker at once; one more is a 429.",
+    )
+    sse_buffer_events: int = Field(
+        1_000,
+        ge=2,
+        le=100_000,
+        validation_alias=_env("LAYER_SSE_BUFFER_EVENTS"),
+        description="Events queued for one stability stream at most; a client that falls this "
+        "far behind is disconnected (it may resume with `Last-Event-ID`).",
+    )
+    sse_heartbeat_ms: int = Field(
+        15_000,
+        ge=100,
+        le=600_000,
+        validation_alias=_env("LAYER_SSE_HEARTBEAT_MS"),
+        description="A stability stream with nothing to send sends a comment line this often "
+        "(keeps proxies from closing it, and finds clients that left).",
+    )
     namespace_list_cache_ttl_ms: int = Field(
         10_000,
         ge=0,

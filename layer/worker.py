@@ -14,6 +14,7 @@ import api.openapi  # noqa: F401
 import api.operations  # noqa: F401
 import api.server  # noqa: F401  (middlewares: shutdown, errors, compression, auth, rate limit)
 import api.snapshots  # noqa: F401
+import api.stability_stream  # noqa: F401  (GET /v2/stability/events)
 from api.shutdown import hand_over
 from layer.app import app, settings
 
