@@ -86,6 +86,10 @@ def run_worker(_args: argparse.Namespace) -> None:
 
     # Before any Kafka client of this process exists (Faust's, the notification buffer's, …).
     forbid_auto_creation_in_process()
+    if settings.event_loop == "uvloop":
+        import mode.loop
+
+        mode.loop.use("uvloop")  # before any event loop exists (Faust's, the topic check's)
     from layer.worker import LayerWorker, app
 
     _ensure_topics_or_exit(settings, app)
