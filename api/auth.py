@@ -17,13 +17,15 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from api.dashboard_static import PUBLIC_PATHS as DASHBOARD_PATHS
 from api.errors import ApiError, Handler
 from layer.settings import Settings
 
 __all__ = ["PUBLIC_PATHS", "Credential", "auth_middleware", "authenticate", "credential_of"]
 
-#: Probes answer without a key (load balancers and supervisors have none).
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+#: Probes answer without a key (load balancers and supervisors have none), and so do the
+#: dashboard's page and assets (they hold no data: the page asks for a key and calls the API).
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"}) | DASHBOARD_PATHS
 
 
 @dataclass(frozen=True, slots=True)

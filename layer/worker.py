@@ -6,6 +6,7 @@ import faust
 
 import agents.ticks  # noqa: F401  (registers the watcher)
 import agents.writes  # noqa: F401  (registers the writes agent)
+import api.dashboard  # noqa: F401  (the page and its assets)
 import api.health  # noqa: F401
 import api.listing  # noqa: F401
 import api.metadata  # noqa: F401
