@@ -331,6 +331,54 @@ def _paths() -> dict[str, Any]:
                 [_param("operation_id", "path", "From the `Location` header", {"type": "string"})],
             )
         },
+        "/v2/stability/events": {
+            "get": _operation(
+                "followStabilityEvents",
+                "Stability changes as server-sent events",
+                {
+                    "200": {
+                        "description": "`text/event-stream`, open until the client leaves or "
+                        'the worker ends it: first `event: ready` (`{"version": 1, '
+                        '"resume": "none|exact|partial|reset", "partitions": N}`), '
+                        "then one event per stability change, `data:` the `layer.stability` "
+                        "shape of docs/events.md and `id:` its position in the topic; comment "
+                        "lines as heartbeats; a stream Layer ends gets a last `event: error` "
+                        "with an `ErrorBody` (too slow, shutting down).",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(
+                        400,
+                        *_ANY_ROUTE,
+                        403,
+                        why={
+                            403: "Not a key of the watched organisation for certain: in "
+                            "pass-through mode only `TURBOPUFFER_API_KEY` reads the stream.",
+                            429: "Layer's per-key rate limit, or this key already holds "
+                            "`LAYER_SSE_MAX_CONNECTIONS_PER_KEY` streams on this worker.",
+                            503: "The worker is shutting down, or cannot read the stability "
+                            "topic from Kafka right now.",
+                        },
+                    ),
+                },
+                [
+                    _param(
+                        "prefix",
+                        "query",
+                        "Only namespaces whose name starts with this",
+                        {"type": "string", "maxLength": 128, "pattern": PREFIX_PATTERN},
+                    ),
+                    _param(
+                        "Last-Event-ID",
+                        "header",
+                        "The `id` of the last event received: the stream resumes right after "
+                        "it (what the topic still holds)",
+                        {"type": "string"},
+                    ),
+                ],
+                description="Any worker serves every change. With `LAYER_API_KEYS` any of "
+                "those keys; in pass-through mode the key Layer polls with.",
+            )
+        },
         "/metrics": {
             "get": _operation(
                 "getMetrics",

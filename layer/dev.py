@@ -161,6 +161,8 @@ class DevStack:
             [
                 "Layer dev stack is up:",
                 f"  Layer (turbopuffer API + freshness)  {layer_url}",
+                f"  dashboard                             {layer_url}/dashboard"
+                f"  (paste the API key: {DEV_API_KEY})",
                 f"  turbopuffer emulator                  http://127.0.0.1:{self.emulator_port}"
                 f"  (API key: {DEV_API_KEY})",
                 f"  Kafka (embedded Tansu broker)         {self.broker_host}:{self.broker_port}",
