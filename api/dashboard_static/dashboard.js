@@ -505,8 +505,22 @@
     if (row) {
       updateRow(change.namespace, applyChange(row, change));
       scheduleRowRefresh(change.namespace);
+    } else if (change.namespace.startsWith(state.prefix)) {
+      addRow(change.namespace, change);  // a namespace Layer just saw for the first time
     }
     if (state.detail === change.namespace) scheduleDetailRefresh();
+  }
+
+  /** A row for a namespace the listing did not have, from its `/metadata`. */
+  function addRow(name, change) {
+    const row = applyChange({
+      name: name, row_count: null, size_bytes: null, stable_as_of_ms: null, is_stable: null,
+      cache_state: null, last_write_ms: null, index: null, shadow: false, labels: {},
+      metadata_error: null,
+    }, change);
+    state.rows.set(name, row);
+    renderInventory();
+    scheduleRowRefresh(name);
   }
 
   /** Counts and `index` move with a change too: ask for them, once per burst. */

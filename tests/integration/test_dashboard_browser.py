@@ -26,6 +26,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.integration.conftest import (
     EMULATOR_KEY,
+    OTHER_EMULATOR_KEY,
     EmulatorProcess,
     LayerCluster,
     WorkerProcess,
@@ -282,3 +283,37 @@ def test_the_view_code_shapes_rows_and_events(worker: WorkerProcess, browser: We
     assert result["unindexed"] == {"rows": None, "bytes": 2048}
     assert result["bytes"] == "2.0 KiB" and result["age"] == "1 min ago"
     assert _console_errors(browser) == []
+
+
+def test_a_namespace_new_to_layer_gets_its_row_when_first_seen_stable(
+    worker: WorkerProcess, emulator: EmulatorProcess, browser: WebDriver
+) -> None:
+    name = f"{PREFIX}-delta"
+    browser.execute_script("window.__sameDocument = true")
+    response = worker.http.post(f"/v2/namespaces/{name}", json={"upsert_rows": [{"id": 1}]})
+    assert response.status_code == 200, response.text
+    emulator.force_indexing(name)
+    _wait(browser, lambda d: _rows(d).get(name) == "stable", 20, "the new namespace's row")
+    assert _counter(browser, "namespaces") == 4
+    assert browser.execute_script("return window.__sameDocument") is True, "no reload"
+    assert _console_errors(browser) == []
+
+
+def test_a_key_that_may_not_read_the_stream_gets_rows_refreshed_by_polling(
+    worker: WorkerProcess, browser: WebDriver
+) -> None:
+    browser.find_element(By.ID, "forget-key").click()
+    assert browser.execute_script("return sessionStorage.getItem('layer.api_key')") is None
+    key = _wait(browser, lambda d: d.find_element(By.NAME, "api_key"), what="the key form")
+    key.send_keys(OTHER_EMULATOR_KEY)  # upstream accepts it; it is not the key Layer polls with
+    key.submit()
+    _wait(
+        browser,
+        lambda d: d.find_element(By.ID, "live").get_attribute("data-state") == "polling",
+        what="the polling fallback",
+    )
+    assert "refreshing every 5 s" in browser.find_element(By.ID, "live-note").text
+    _wait(browser, lambda d: len(_rows(d)) == 4, what="the rows, read with this key")
+    # The stream's 403 is the one console error (Chromium logs every refused request).
+    errors = _console_errors(browser)
+    assert all("stability/events" in e["message"] and "403" in e["message"] for e in errors)
