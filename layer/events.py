@@ -135,10 +135,7 @@ class CacheActivity(_Event):
 
 
 TickMessage = Annotated[PollTick | Registration | CacheActivity, Field(discriminator="kind")]
-#: mypy reads the Annotated union as a value where pydantic takes it as a type.
-_tick_adapter: TypeAdapter[PollTick | Registration | CacheActivity] = TypeAdapter(
-    TickMessage  # type: ignore[arg-type]
-)
+_tick_adapter: TypeAdapter[PollTick | Registration | CacheActivity] = TypeAdapter(TickMessage)
 
 
 class StabilityChange(_Event):
