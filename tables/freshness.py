@@ -325,11 +325,16 @@ def is_due(state: Freshness, now_ms: int) -> bool:
 def stability_change(prev: Freshness | None, new: Freshness) -> ChangeKind | None:
     """The stability event a transition from `prev` to `new` publishes, if any.
 
-    One event per transition: a flip of `is_stable` wins over a watermark advance.
+    One event per transition: a flip of `is_stable` wins over a watermark advance. A
+    namespace Layer first hears of through a write (no state before, `updating` now) also
+    publishes `became_unstable`, with `previous_is_stable: false`: without it, consumers
+    (the dashboard's live rows) would learn of a new namespace only once it is stable.
     """
     was_stable = prev is not None and prev.is_stable
     if new.is_stable != was_stable:
         return "became_stable" if new.is_stable else "became_unstable"
+    if prev is None and new.status == IndexStatus.UPDATING.value:
+        return "became_unstable"
     prev_watermark = prev.stable_as_of if prev is not None else None
     if new.stable_as_of is not None and (
         prev_watermark is None or new.stable_as_of > prev_watermark

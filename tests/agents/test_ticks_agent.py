@@ -110,7 +110,7 @@ async def test_a_registration_with_an_updating_observation_is_not_stable(
     assert state.status == IndexStatus.UPDATING
     assert state.stable_as_of is None
     assert state.index == {"status": "updating", "unindexed_bytes": 7}
-    stability_send.assert_not_awaited()
+    stability_send.assert_awaited_once()  # it appears to consumers: became_unstable
 
 
 async def test_a_registration_whose_observation_is_unreadable_only_registers(

@@ -91,7 +91,8 @@ async def test_writes_to_different_namespaces_update_each_row(stability_send: As
 
     assert freshness_table["a"].last_write_ms == 1_000
     assert freshness_table["b"].last_write_ms == 2_000
-    stability_send.assert_not_awaited()  # unknown -> updating is no stability change
+    # A namespace first heard of through a write appears to consumers: became_unstable each.
+    assert stability_send.await_count == 2
 
 
 async def test_a_write_on_a_stable_namespace_publishes_one_became_unstable(

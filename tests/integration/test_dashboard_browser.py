@@ -285,13 +285,20 @@ def test_the_view_code_shapes_rows_and_events(worker: WorkerProcess, browser: We
     assert _console_errors(browser) == []
 
 
-def test_a_namespace_new_to_layer_gets_its_row_when_first_seen_stable(
+def test_a_namespace_new_to_layer_appears_updating_then_turns_stable(
     worker: WorkerProcess, emulator: EmulatorProcess, browser: WebDriver
 ) -> None:
+    """The README's flow on an empty dashboard: the first write of a namespace shows its row
+    `updating` (its first state is an event too), indexing turns it `stable`; no reload."""
     name = f"{PREFIX}-delta"
     browser.execute_script("window.__sameDocument = true")
-    response = worker.http.post(f"/v2/namespaces/{name}", json={"upsert_rows": [{"id": 1}]})
-    assert response.status_code == 200, response.text
+    emulator.pause_indexing(name)
+    try:
+        response = worker.http.post(f"/v2/namespaces/{name}", json={"upsert_rows": [{"id": 1}]})
+        assert response.status_code == 200, response.text
+        _wait(browser, lambda d: _rows(d).get(name) == "updating", 20, "the new row, updating")
+    finally:
+        emulator.resume_indexing(name)
     emulator.force_indexing(name)
     _wait(browser, lambda d: _rows(d).get(name) == "stable", 20, "the new namespace's row")
     assert _counter(browser, "namespaces") == 4

@@ -225,6 +225,8 @@ def expected_change(prev: Freshness | None, new: Freshness) -> str | None:
     advanced = after is not None and (before is None or after > before)
     if flipped:
         return "became_stable" if new.is_stable else "became_unstable"
+    if prev is None and new.status == IndexStatus.UPDATING.value:
+        return "became_unstable"  # first heard of through a write: it appears, not stable
     if advanced:
         return "advanced"
     return None
@@ -360,7 +362,9 @@ def test_without_an_up_to_date_answer_a_namespace_is_never_stable(
     for step in run(ops, policy, start):
         assert not step.new.is_stable
         assert step.new.stable_as_of is None, "no signal never sets a watermark"
-        assert stability_change(step.prev, step.new) is None
+        appeared = step.prev is None and step.new.status == IndexStatus.UPDATING.value
+        expected = "became_unstable" if appeared else None  # a first write only: it appears
+        assert stability_change(step.prev, step.new) == expected
 
 
 @CI

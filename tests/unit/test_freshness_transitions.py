@@ -436,7 +436,7 @@ def test_stable_namespace_is_polled_at_the_slow_interval() -> None:
     ("prev", "new", "expected"),
     [
         (None, new_freshness(NS), None),
-        (None, on_write(None, NS, 5), None),
+        (None, on_write(None, NS, 5), "became_unstable"),
         (None, stable(stable_as_of=10), "became_stable"),
         (new_freshness(NS), stable(stable_as_of=10), "became_stable"),
         (state(status="updating", stable_as_of=10), stable(stable_as_of=10), "became_stable"),

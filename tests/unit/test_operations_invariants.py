@@ -217,9 +217,10 @@ def test_watermark_and_events_as_for_any_write(steps: list[Op]) -> None:
         advanced = state.stable_as_of is not None and (
             before is None or state.stable_as_of > before
         )
+        appeared = prev is None and state.status == "updating"  # first heard of: it appears
         expected = (
             ("became_stable" if state.is_stable else "became_unstable")
-            if was != state.is_stable
+            if was != state.is_stable or appeared
             else ("advanced" if advanced else None)
         )
         assert stability_change(prev, state) == expected
