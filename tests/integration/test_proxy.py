@@ -178,7 +178,14 @@ async def test_a_throttled_unfiltered_query_is_retried_once_with_the_cut(
     assert worker.http.post(f"/v2/namespaces/{name}", json={"upsert_rows": [{"id": 1}]}).is_success
     emulator.force_indexing(name)
     worker.metadata(name)
-    await eventually(lambda: worker.layer_state(name)["is_stable"], 20, "stable")
+    # Stable *with the write applied*: a read can make it stable before the write's
+    # notification lands, and the notification (its Kafka timestamp after that read) would
+    # then make it updating again, and the query cut from the start.
+    await eventually(
+        lambda: (s := worker.layer_state(name))["is_stable"] and s["last_write_ms"] is not None,
+        20,
+        "stable, the write applied",
+    )
     for _ in range(3):
         emulator.add_fault(route="query", namespace=name, status=429, retry_after_ms=10, times=1)
         try:
