@@ -7,10 +7,9 @@ import logging
 from faust.types import Message
 from pydantic import ValidationError
 
-from layer.app import topics
+from layer.app import app, topics
 from layer.clock import now_ms
 from layer.events import DeadLetter
-from layer.metrics import metrics
 
 __all__ = ["dead_letter"]
 
@@ -39,7 +38,7 @@ async def dead_letter(message: Message, exc: ValidationError) -> None:
         dead_lettered_at_ms=now_ms(),
     )
     await topics.dead_letters.send(key=message.key, value=letter.model_dump_json().encode())
-    metrics.dead_letters.inc()
+    app.services.metrics.dead_letters.inc()
     log.warning(
         "dead-lettered %s[%d]@%d: %s",
         message.topic,

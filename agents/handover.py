@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from agents.operations import follower
-from agents.ticks import poller
 from layer.app import app, settings
 
 __all__ = ["stop_writing_tables"]
@@ -34,8 +32,8 @@ async def stop_writing_tables() -> None:
         app.flow_control.suspend()
         consumer.pause_partitions(consumer.assignment())
         app.flow_control.clear()
-    await poller.cancel(every_partition)
-    await follower.cancel(every_partition)
+    await app.services.poller.cancel(every_partition)
+    await app.services.follower.cancel(every_partition)
     if consumer is not None:
         try:
             await asyncio.wait_for(consumer.wait_empty(), settings.shutdown_grace_ms / 1000)

@@ -31,11 +31,10 @@ from faust.types import TP
 from layer.app import app, on, settings, topics
 from layer.clock import now_ms
 from layer.events import WriteNotification
-from layer.services import upstream
 from layer.upstream import Upstream, UpstreamError, parse_retry_after_ms
 from tables.faust_tables import freshness_table
 
-__all__ = ["OperationFollower", "follower"]
+__all__ = ["OperationFollower"]
 
 log = logging.getLogger(__name__)
 
@@ -210,25 +209,16 @@ class _FollowFailed(Exception):
         self.retry_after_ms = retry_after_ms
 
 
-follower = OperationFollower(
-    upstream,
-    api_key=(
-        settings.turbopuffer_api_key.get_secret_value() if settings.turbopuffer_api_key else ""
-    ),
-    interval_ms=settings.fast_poll_interval_ms,
-)
-
-
 @on(app.on_partitions_assigned)
 async def reload_followed_operations(sender: Any, *args: Any, **kwargs: Any) -> None:
-    follower.clear()
+    app.services.follower.clear()
 
 
 @on(app.on_partitions_revoked)
 async def stop_following_revoked_partitions(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
-    await follower.cancel({tp.partition for tp in revoked})
+    await app.services.follower.cancel({tp.partition for tp in revoked})
 
 
 @on(app.on_before_shutdown)
 async def stop_following(sender: Any, *args: Any, **kwargs: Any) -> None:
-    await follower.cancel(set(range(settings.topic_partitions)))
+    await app.services.follower.cancel(set(range(settings.topic_partitions)))

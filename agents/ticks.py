@@ -12,38 +12,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import Any
 
 from faust.types import TP, EventT, StreamT
 from pydantic import ValidationError
 
 from agents.dead_letters import dead_letter
-from agents.operations import follower
-from agents.transitions import apply_transition, due_schedule, policy, reload_schedule
+from agents.transitions import Transition, apply_transition, reload_schedule
 from layer.app import app, on, settings, topics
 from layer.clock import now_ms
 from layer.events import CacheActivity, PollTick, Registration, parse_tick_message
-from layer.metrics import metrics
+from layer.metrics import LayerMetrics
 from layer.ratelimit import TokenBucket
-from layer.services import upstream
-from layer.upstream import (
-    Upstream,
-    UpstreamBadResponse,
-    UpstreamError,
-    UpstreamStatusError,
-    parse_metadata,
-)
+from layer.upstream import Upstream, UpstreamError, UpstreamStatusError
 from tables.faust_tables import freshness_table
 from tables.freshness import (
     Freshness,
-    IndexObservation,
+    WatcherPolicy,
     new_freshness,
     on_cache_activity,
     on_poll,
     on_poll_failure,
 )
+from tables.schedule import DueSchedule
 
-__all__ = ["Poller", "poll_due_namespaces", "poller", "publish_poll_ticks"]
+__all__ = ["Poller", "poll_due_namespaces", "publish_poll_ticks"]
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +49,21 @@ MAX_POLLS_PER_TICK = 1000
 class Poller:
     """Polls upstream metadata for due namespaces; one poll per namespace at a time."""
 
-    def __init__(self, upstream: Upstream, *, api_key: str, concurrency: int, max_rps: float):
+    def __init__(
+        self,
+        upstream: Upstream,
+        *,
+        schedule: DueSchedule,
+        policy: WatcherPolicy,
+        metrics: LayerMetrics,
+        api_key: str,
+        concurrency: int,
+        max_rps: float,
+    ):
         self.upstream = upstream
+        self._schedule = schedule
+        self._policy = policy
+        self._metrics = metrics
         self._api_key = api_key
         self._slots = asyncio.Semaphore(concurrency)
         self._rate = TokenBucket(max_rps)
@@ -65,14 +72,14 @@ class Poller:
 
     def start_due(self, partition: int) -> int:
         """Start polls for the due namespaces of `partition`; return how many started."""
-        if not due_schedule.has_partition(partition):
+        if not self._schedule.has_partition(partition):
             reload_schedule()
 
         def current_next_poll(namespace: str) -> int | None:
             state = freshness_table.get(namespace)
             return state.next_poll_ms if state is not None else None
 
-        due = due_schedule.pop_due(partition, now_ms(), current_next_poll, MAX_POLLS_PER_TICK)
+        due = self._schedule.pop_due(partition, now_ms(), current_next_poll, MAX_POLLS_PER_TICK)
         started = 0
         for namespace in due:
             if namespace in self._in_flight:
@@ -82,7 +89,7 @@ class Poller:
             self._tasks[task] = partition
             task.add_done_callback(self._forget)
             started += 1
-        metrics.polls.inc(started)
+        self._metrics.polls.inc(started)
         return started
 
     async def _poll(self, namespace: str, partition: int) -> None:
@@ -92,7 +99,7 @@ class Poller:
                 started_at, timer = now_ms(), time.perf_counter()
                 transition = await self._observe(namespace, started_at)
             await apply_transition(namespace, partition, transition)
-            metrics.poll_seconds.observe(time.perf_counter() - timer)
+            self._metrics.poll_seconds.observe(time.perf_counter() - timer)
         except Exception:  # a poll must never take the agent down with it
             log.exception("poll of %s failed unexpectedly", namespace)
         finally:
@@ -101,21 +108,36 @@ class Poller:
             # may ticks that met it in flight; the result may not have changed the row (a
             # stale answer), so put it back at whatever time the table now says.
             if (state := freshness_table.get(namespace)) is not None:
-                due_schedule.schedule(partition, namespace, state.next_poll_ms)
+                self._schedule.schedule(partition, namespace, state.next_poll_ms)
 
-    async def _observe(self, namespace: str, started_at: int) -> Any:
+    async def _observe(self, namespace: str, started_at: int) -> Transition:
         """Call upstream once; return the transition its answer (or failure) means."""
         try:
             _, observation = await self.upstream.metadata(namespace, api_key=self._api_key)
-        except UpstreamStatusError as exc:
-            metrics.poll_failures.inc()
-            if exc.status_code == 429 and exc.retry_after_ms:
-                self._rate.pause(exc.retry_after_ms / 1000)
-            return _failure(namespace, str(exc), started_at, exc.retry_after_ms)
         except UpstreamError as exc:
-            metrics.poll_failures.inc()
-            return _failure(namespace, str(exc), started_at, None)
-        return _success(namespace, observation, started_at)
+            self._note_failure(exc)
+            retry_after_ms = exc.retry_after_ms if isinstance(exc, UpstreamStatusError) else None
+            return partial(
+                on_poll_failure,
+                namespace=namespace,
+                error=str(exc),
+                started_at_ms=started_at,
+                policy=self._policy,
+                retry_after_ms=retry_after_ms,
+            )
+        return partial(
+            on_poll,
+            namespace=namespace,
+            observation=observation,
+            started_at_ms=started_at,
+            policy=self._policy,
+        )
+
+    def _note_failure(self, exc: UpstreamError) -> None:
+        """Count a failed poll; upstream's 429 with `Retry-After` pauses every poll that long."""
+        self._metrics.poll_failures.inc()
+        if isinstance(exc, UpstreamStatusError) and exc.status_code == 429 and exc.retry_after_ms:
+            self._rate.pause(exc.retry_after_ms / 1000)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
@@ -139,51 +161,21 @@ class Poller:
             await asyncio.gather(*doomed, return_exceptions=True)
 
 
-def _success(namespace: str, observation: IndexObservation, started_at: int) -> Any:
-    return lambda prev: on_poll(
-        prev, namespace, observation, started_at_ms=started_at, policy=policy
-    )
-
-
-def _failure(namespace: str, error: str, started_at: int, retry_after_ms: int | None) -> Any:
-    return lambda prev: on_poll_failure(
-        prev,
-        namespace,
-        error,
-        started_at_ms=started_at,
-        policy=policy,
-        retry_after_ms=retry_after_ms,
-    )
-
-
-def _registration(message: Registration) -> Any:
+def _registration(message: Registration, policy: WatcherPolicy) -> Transition:
     """Create the namespace's state if new; apply the read's upstream observation if any."""
     namespace = message.namespace
-    observation: IndexObservation | None = None
-    if message.observation is not None:
-        try:
-            observation = parse_metadata(message.observation.model_dump())
-        except UpstreamBadResponse:
-            observation = None
-        started_at = message.observation.started_at_ms
+    observed = message.observation
+    observation = observed.to_observation() if observed is not None else None
 
     def transition(prev: Freshness | None) -> Freshness:
         state = prev if prev is not None else new_freshness(namespace)
-        if observation is None:
+        if observed is None or observation is None:
             return state
-        return on_poll(state, namespace, observation, started_at_ms=started_at, policy=policy)
+        return on_poll(
+            state, namespace, observation, started_at_ms=observed.started_at_ms, policy=policy
+        )
 
     return transition
-
-
-poller = Poller(
-    upstream,
-    api_key=(
-        settings.turbopuffer_api_key.get_secret_value() if settings.turbopuffer_api_key else ""
-    ),
-    concurrency=settings.poll_concurrency,
-    max_rps=settings.upstream_max_rps,
-)
 
 
 async def handle_tick_event(event: EventT[bytes]) -> None:
@@ -194,17 +186,20 @@ async def handle_tick_event(event: EventT[bytes]) -> None:
         await dead_letter(event.message, exc)
         return
     partition = event.message.partition
+    services = app.services
     if isinstance(message, CacheActivity):
         namespace, at_ms = message.namespace, message.at_ms
         await apply_transition(
             namespace, partition, lambda prev: on_cache_activity(prev, namespace, at_ms)
         )
     elif isinstance(message, Registration):
-        metrics.registrations.inc()
-        await apply_transition(message.namespace, partition, _registration(message))
+        services.metrics.registrations.inc()
+        await apply_transition(
+            message.namespace, partition, _registration(message, services.policy)
+        )
     else:
-        poller.start_due(partition)
-        follower.start_due(partition)  # asynchronous upstream writes (agents/operations.py)
+        services.poller.start_due(partition)
+        services.follower.start_due(partition)  # asynchronous upstream writes
 
 
 @app.agent(topics.ticks, name="poll_due_namespaces")
@@ -235,7 +230,7 @@ async def publish_poll_ticks() -> None:
         try:
             await topics.ticks.send(partition=partition, value=tick.model_dump_json().encode())
         except Exception as exc:  # whatever the producer raised: the next tick retries
-            metrics.tick_send_failures.inc()
+            app.services.metrics.tick_send_failures.inc()
             _TickFailures.streak += 1
             level = logging.WARNING if _TickFailures.streak == 1 else logging.DEBUG
             log.log(
@@ -250,7 +245,7 @@ async def publish_poll_ticks() -> None:
 @on(app.on_partitions_assigned)
 async def forget_due_schedule(sender: Any, *args: Any, **kwargs: Any) -> None:
     """Ownership changed: the schedule is rebuilt from the table on the next tick."""
-    due_schedule.clear()
+    app.services.due_schedule.clear()
 
 
 @on(app.on_partitions_revoked)
@@ -260,11 +255,11 @@ async def stop_polls_of_revoked_partitions(sender: Any, revoked: set[TP], **kwar
     Faust has flushed the producer before this signal; a poll that wrote its row while being
     cancelled is flushed here, still before the hand-over.
     """
-    await poller.cancel({tp.partition for tp in revoked})
+    await app.services.poller.cancel({tp.partition for tp in revoked})
     await app.producer.flush()
 
 
 @on(app.on_before_shutdown)
 async def close_upstream(sender: Any, *args: Any, **kwargs: Any) -> None:
-    await poller.drain()
-    await poller.upstream.aclose()
+    await app.services.poller.drain()
+    await app.services.upstream.aclose()

@@ -12,32 +12,20 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from layer.app import settings, topics
+from layer.app import app, settings, topics
 from layer.clock import now_ms
 from layer.events import StabilityChange, partition_for
-from layer.metrics import metrics
 from tables.faust_tables import freshness_table, snapshots_table
-from tables.freshness import Freshness, WatcherPolicy, stability_change
-from tables.schedule import DueSchedule
+from tables.freshness import Freshness, stability_change
 from tables.snapshots import record_snapshot
 
-__all__ = ["apply_transition", "due_schedule", "partition_of", "policy", "reload_schedule"]
+__all__ = ["Transition", "apply_transition", "partition_of", "reload_schedule"]
 
 Transition = Callable[[Freshness | None], Freshness]
 
 #: Namespaces whose partition is remembered (murmur2 in Python costs microseconds, and the
 #: writes handler checks every notification's partition).
 PARTITION_CACHE_SIZE = 100_000
-
-policy = WatcherPolicy(
-    fast_poll_interval_ms=settings.fast_poll_interval_ms,
-    slow_poll_interval_ms=settings.slow_poll_interval_ms,
-    max_backoff_ms=settings.max_backoff_ms,
-    safety_margin_ms=settings.safety_margin_ms,
-)
-
-#: Derived from the table, rebuilt after every rebalance (see tables.schedule).
-due_schedule = DueSchedule()
 
 
 @functools.lru_cache(maxsize=PARTITION_CACHE_SIZE)
@@ -54,7 +42,7 @@ def reload_schedule() -> None:
     for namespace, state in freshness_table.items():
         by_partition[partition_of(namespace)].append((state.next_poll_ms, namespace))
     for partition, entries in by_partition.items():
-        due_schedule.load(partition, entries)
+        app.services.due_schedule.load(partition, entries)
 
 
 def _stability_event(prev: Freshness | None, new: Freshness) -> StabilityChange | None:
@@ -80,16 +68,17 @@ async def apply_transition(namespace: str, partition: int, transition: Transitio
     if new == prev:
         return new
     freshness_table[namespace] = new
-    metrics.table_writes.inc()
+    services = app.services
+    services.metrics.table_writes.inc()
     # Always, not only when next_poll_ms moved: a poll consumed the namespace's entry, and
     # its result may leave next_poll_ms where it was (stale entries are dropped on pop).
-    due_schedule.schedule(partition, namespace, new.next_poll_ms)
+    services.due_schedule.schedule(partition, namespace, new.next_poll_ms)
     history = record_snapshot(
         snapshots_table.get(namespace), prev, new, limit=settings.snapshot_history_limit
     )
     if history is not None:
         snapshots_table[namespace] = history
     if (event := _stability_event(prev, new)) is not None:
-        metrics.stability_events.inc()
+        services.metrics.stability_events.inc()
         await topics.stability.send(key=namespace.encode(), value=event.model_dump_json().encode())
     return new

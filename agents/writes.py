@@ -19,13 +19,10 @@ from faust.types import Message
 from pydantic import ValidationError
 
 from agents.dead_letters import dead_letter
-from agents.operations import follower
 from agents.transitions import apply_transition, partition_of
 from layer.app import app, topics
-from layer.batch_consumer import subscribe_batch_topic
 from layer.clock import now_ms
 from layer.events import parse_write_notification
-from layer.metrics import metrics
 from tables.freshness import Freshness, effective_write_ms, on_operations, on_write
 
 __all__ = ["Coalesced", "apply_write_notifications", "coalesce_writes", "forward_to_owner"]
@@ -76,7 +73,7 @@ async def coalesce_writes(messages: list[Message]) -> Coalesced:
                 changes.started.setdefault(started.location, started.accepted_at_ms)
             if note.operation_finished:
                 changes.finished.add(note.operation_finished)
-    metrics.write_notifications.inc(len(written))
+    app.services.metrics.write_notifications.inc(len(written))
     return Coalesced(latest, written, operations)
 
 
@@ -88,7 +85,7 @@ async def forward_to_owner(message: Message, namespace: str, partition: int) -> 
     keying by something else, or using another partitioner (librdkafka's default), lands here;
     the copy keeps the value and the record time, so it means the same write.
     """
-    metrics.write_notifications_forwarded.inc()
+    app.services.metrics.write_notifications_forwarded.inc()
     await topics.writes.send(
         key=namespace.encode(),
         value=message.value,
@@ -99,8 +96,9 @@ async def forward_to_owner(message: Message, namespace: str, partition: int) -> 
 
 async def apply_write_notifications(messages: list[Message]) -> None:
     """Mark written namespaces unstable (and due) as soon as their notification arrives."""
-    metrics.write_batches.inc()
-    metrics.write_batch_size.observe(len(messages))
+    services = app.services
+    services.metrics.write_batches.inc()
+    services.metrics.write_batch_size.observe(len(messages))
     batch = await coalesce_writes(messages)
     for namespace, (written_at, partition) in batch.latest.items():
         changes = batch.operations.get(namespace)
@@ -110,10 +108,10 @@ async def apply_write_notifications(messages: list[Message]) -> None:
             transition = partial(_write_with_operations, namespace, written_at, changes)
         await apply_transition(namespace, partition, transition)
         if changes is not None:
-            follower.watch(namespace, partition)
+            services.follower.watch(namespace, partition)
     # Lag as of the batch's application; a write time ahead of this clock (producer skew) is 0.
     applied_ms = now_ms()
-    observe = metrics.notification_lag_seconds.observe
+    observe = services.metrics.notification_lag_seconds.observe
     for written_at in batch.written_at_ms:
         observe(max(0, applied_ms - written_at) / 1000)
 
@@ -123,6 +121,3 @@ def _write_with_operations(
 ) -> Freshness:
     state = on_write(prev, namespace, written_at)
     return on_operations(state, namespace, started=changes.started, finished=changes.finished)
-
-
-subscribe_batch_topic(app, topics.writes, apply_write_notifications)

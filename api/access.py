@@ -39,15 +39,13 @@ from cachetools import TTLCache
 
 from api.auth import Credential
 from api.errors import ApiError
-from layer.app import settings
 from layer.errors import LayerError
-from layer.readiness import readiness
-from layer.services import upstream
+from layer.readiness import Readiness
 from layer.settings import Settings
 from layer.upstream import Upstream, UpstreamStatusError
 from tables.faust_tables import freshness_table
 
-__all__ = ["NamespaceAccess", "namespace_access", "require_operator"]
+__all__ = ["NamespaceAccess", "require_operator"]
 
 #: Verdicts kept at most per kind; the oldest go first.
 MAX_VERDICTS = 100_000
@@ -59,9 +57,15 @@ class NamespaceAccess:
     """Asks upstream (and remembers briefly) what a key may see of a namespace."""
 
     def __init__(
-        self, client: Upstream, config: Settings, *, clock: Callable[[], float] = time.monotonic
+        self,
+        client: Upstream,
+        config: Settings,
+        *,
+        readiness: Readiness,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._upstream = client
+        self._readiness = readiness
         self._enabled = not config.layer_api_keys
         watcher_key = config.turbopuffer_api_key
         self._watcher_key = watcher_key.get_secret_value() if watcher_key is not None else None
@@ -153,7 +157,7 @@ class NamespaceAccess:
 
     def _state_created_at(self, namespace: str) -> str | None:
         """The watched namespace's `created_at` from this worker's table, if it answers for it."""
-        if not readiness.answers(namespace):
+        if not self._readiness.answers(namespace):
             return None
         state = freshness_table.get(namespace)
         return state.created_at if state is not None else None
@@ -217,6 +221,3 @@ def require_operator(credential: Credential, config: Settings) -> None:
         credential.upstream_key, watcher_key.get_secret_value()
     ):
         raise ApiError(403, "metrics need the operator's key (TURBOPUFFER_API_KEY)")
-
-
-namespace_access = NamespaceAccess(upstream, settings)

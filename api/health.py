@@ -11,7 +11,6 @@ from __future__ import annotations
 from faust import web
 
 from layer.app import app
-from layer.readiness import readiness
 
 __all__ = ["Healthz", "Readyz"]
 
@@ -29,6 +28,7 @@ class Readyz(web.View):
     """Readiness probe: 200 when serving from recovered tables, 503 until then."""
 
     async def get(self, request: web.Request) -> web.Response:
+        readiness = app.services.readiness
         ready = sorted(readiness.ready_partitions())
         if readiness.is_ready():
             return self.json({"status": "ready", "ready_partitions": ready})

@@ -26,7 +26,6 @@ from aiohttp import web as aiohttp_web
 from cachetools import TTLCache
 from faust import web
 
-from api.access import namespace_access
 from api.auth import Credential, credential_of
 from api.errors import ApiError
 from api.http import model_response, query_int
@@ -39,21 +38,17 @@ from api.models import (
     RowsResponse,
     WarmAccepted,
 )
-from api.notifications import notification_buffer
-from api.operations import accepted_response, operations, prefers_async
+from api.operations import accepted_response, prefers_async
 from api.replica import not_ready, owner_url, post_to_owner
 from api.shapes import layer_block, listing_row, state_row
-from api.watcher_events import record_cache_activity
 from layer.app import app, settings
 from layer.errors import LayerError
 from layer.events import NAMESPACE_PATTERN
-from layer.readiness import readiness
-from layer.services import upstream
 from layer.upstream import MAX_ERROR_CHARS, validate_namespace
 from tables.faust_tables import freshness_table
 from tables.freshness import Freshness, ReadEvidence
 
-__all__ = ["NamespaceList", "WarmNamespace"]
+__all__ = ["ListingState", "NamespaceList", "WarmNamespace"]
 
 #: turbopuffer's list page limits (REFERENCE §4).
 MAX_PAGE_SIZE = 1000
@@ -69,9 +64,6 @@ _prefix_re = re.compile(PREFIX_PATTERN)
 
 #: Where a worker asks another for the rows of namespaces it owns (one request per owner).
 ROWS_PATH = "/_layer/rows"
-
-#: Namespaces this worker is warming right now (the `warm_inflight` of their rows).
-_warming: set[str] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +99,21 @@ class ListingQuery:
 
 #: Encoded answers kept at most (the least recently stored go first).
 LISTING_CACHE_ENTRIES = 1024
-#: Encoded answers: a cache hit is served without re-encoding a page of up to 1000 rows.
-#: Keyed by the caller's credential digest and the query; None when the TTL is 0 (off).
-listing_cache: TTLCache[tuple[str, ListingQuery], bytes] | None = (
-    TTLCache(maxsize=LISTING_CACHE_ENTRIES, ttl=settings.namespace_list_cache_ttl_ms / 1000)
-    if settings.namespace_list_cache_ttl_ms > 0
-    else None
-)
+
+
+class ListingState:
+    """What the listing keeps between requests: encoded pages, and the warms in flight."""
+
+    def __init__(self, cache_ttl_ms: int) -> None:
+        #: A cache hit is served without re-encoding a page of up to 1000 rows. Keyed by the
+        #: caller's credential digest and the query; None when the TTL is 0 (off).
+        self.pages: TTLCache[tuple[str, ListingQuery], bytes] | None = (
+            TTLCache(maxsize=LISTING_CACHE_ENTRIES, ttl=cache_ttl_ms / 1000)
+            if cache_ttl_ms > 0
+            else None
+        )
+        #: Namespaces this worker is warming right now (the `warm_inflight` of their rows).
+        self.warming: set[str] = set()
 
 
 def _short(exc: Exception) -> str:
@@ -129,7 +129,7 @@ def _observed_since_last_write(state: Freshness | None, namespace: str) -> bool:
         state is not None
         and state.last_observed_ms is not None
         and (state.last_write_ms is None or state.last_write_ms <= state.last_observed_ms)
-        and not notification_buffer.has_pending(namespace)
+        and not app.services.notifications.has_pending(namespace)
     )
 
 
@@ -144,13 +144,14 @@ async def rows_here(
     watched namespace; the others are fetched with the caller's key (and registered).
     """
 
+    services = app.services
+    warming = services.listing.warming
+
     async def one(name: str) -> NamespaceRow:
         state = freshness_table.get(name)
-        if _observed_since_last_write(state, name) and namespace_access.known_same(
-            credential, name
-        ):
+        if _observed_since_last_write(state, name) and services.access.known_same(credential, name):
             assert state is not None
-            return state_row(name, state, local_block(name), warm_inflight=name in _warming)
+            return state_row(name, state, local_block(name), warm_inflight=name in warming)
         async with slots:
             try:
                 body, block = await observe_namespace(name, credential)
@@ -158,7 +159,7 @@ async def rows_here(
                 if isinstance(exc, ApiError) and exc.status == 503:
                     raise
                 return _failed_row(name, True, credential, exc)
-        return listing_row(name, body, block, warm_inflight=name in _warming)
+        return listing_row(name, body, block, warm_inflight=name in warming)
 
     return list(await asyncio.gather(*(one(name) for name in names)))
 
@@ -183,11 +184,11 @@ def _failed_row(name: str, local: bool, credential: Credential, exc: Exception) 
     namespace and the caller is known to see the watched organisation; none otherwise (the
     owner's answer was the error, or nothing says the caller's namespace is the watched one)."""
     block: LayerBlock | None = None
-    if namespace_access.trusted(credential):
+    services = app.services
+    if services.access.trusted(credential):
         block = local_block(name) if local else layer_block(None, "unknown")
-    return listing_row(
-        name, None, block, warm_inflight=name in _warming, metadata_error=_short(exc)
-    )
+    warm_inflight = name in services.listing.warming
+    return listing_row(name, None, block, warm_inflight=warm_inflight, metadata_error=_short(exc))
 
 
 def _route_rows(names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
@@ -198,6 +199,7 @@ def _route_rows(names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
     """
     here: list[str] = []
     by_owner: dict[str, list[str]] = {}
+    readiness = app.services.readiness
     for name in names:
         if readiness.answers(name):
             here.append(name)
@@ -210,7 +212,7 @@ def _route_rows(names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
 
 async def fetch_page(query: ListingQuery, credential: Credential) -> dict[str, Any]:
     """One page of upstream's namespace list, fetched with the caller's key."""
-    page, _ = await upstream.get_json(
+    page, _ = await app.services.upstream.get_json(
         "/v1/namespaces", api_key=credential.upstream_key, params=query.upstream_params()
     )
     if not isinstance(page, dict) or not isinstance(page.get("namespaces"), list):
@@ -240,8 +242,8 @@ async def build_listing(
         namespaces=[found[name] for name in names],
         next_cursor=next_cursor if isinstance(next_cursor, str) else None,
     )
-    if listing_cache is not None:
-        listing_cache[(credential.identity, query)] = listing.model_dump_json().encode()
+    if (pages := app.services.listing.pages) is not None:
+        pages[(credential.identity, query)] = listing.model_dump_json().encode()
     return listing
 
 
@@ -252,7 +254,8 @@ class NamespaceList(web.View):
     async def get(self, request: aiohttp_web.Request) -> aiohttp_web.Response:
         query = ListingQuery.from_request(request)
         credential = credential_of(request)
-        cached = None if listing_cache is None else listing_cache.get((credential.identity, query))
+        pages = app.services.listing.pages
+        cached = None if pages is None else pages.get((credential.identity, query))
         if cached is not None:
             return aiohttp_web.Response(body=cached, content_type="application/json")
         authorization = request.headers.get("Authorization", "")
@@ -261,7 +264,7 @@ class NamespaceList(web.View):
             # cursor) now: a refused key is a 401 here, never an accepted operation that fails.
             # The per-row enrichment, the slow part, runs in the background.
             page = await fetch_page(query, credential)
-            operation = operations.start(
+            operation = app.services.operations.start(
                 lambda: build_listing(query, credential, authorization, page), credential.identity
             )
             return accepted_response(operation)
@@ -274,15 +277,16 @@ class WarmNamespace(web.View):
 
     async def post(self, request: aiohttp_web.Request, namespace: str) -> aiohttp_web.Response:
         validate_namespace(namespace)
-        _warming.add(namespace)
+        services = app.services
+        services.listing.warming.add(namespace)
         try:
-            body, _ = await upstream.get_json(
+            body, _ = await services.upstream.get_json(
                 f"/v1/namespaces/{namespace}/hint_cache_warm",
                 api_key=credential_of(request).upstream_key,
             )
         finally:
-            _warming.discard(namespace)
-        record_cache_activity(namespace)
+            services.listing.warming.discard(namespace)
+        services.read_events.record_cache_activity(namespace)
         message = body.get("message") if isinstance(body, dict) else None
         return model_response(
             WarmAccepted(message=str(message or "cache warm hint accepted")), status=202
@@ -305,7 +309,7 @@ class ListingRows(web.View):
             raise ApiError(400, f"invalid rows request: {_short(exc)}") from None
         for name in asked.names:
             validate_namespace(name)
-            if not readiness.answers(name):
+            if not app.services.readiness.answers(name):
                 raise not_ready(f"freshness of {name}", "its partition moved or is recovering")
         slots = asyncio.Semaphore(settings.namespace_list_concurrency)
         rows = await rows_here(asked.names, credential_of(request), slots)

@@ -17,17 +17,13 @@ from typing import Any
 from aiohttp import web as aiohttp_web
 from faust import web
 
-from api.access import namespace_access
 from api.auth import Credential, credential_of
 from api.http import model_response
 from api.models import LayerBlock, MetadataResponse
-from api.notifications import notification_buffer
 from api.replica import forward_to_owner, read_route
 from api.shapes import layer_block, metadata_body, with_evidence
-from api.watcher_events import register_read
 from layer.app import app, settings
 from layer.clock import now_ms
-from layer.services import upstream
 from layer.upstream import UpstreamBadResponse, parse_metadata, validate_namespace
 from tables.faust_tables import freshness_table
 from tables.freshness import ReadEvidence, cache_temperature
@@ -44,10 +40,11 @@ __all__ = [
 def read_evidence(namespace: str, *, upstream_up_to_date: bool | None = None) -> ReadEvidence:
     """What this worker knows of `namespace` beyond the owner's table: its own notifications
     not yet in Kafka, and the upstream answer fetched for this request, if any."""
+    notifications = app.services.notifications
     return ReadEvidence(
         upstream_up_to_date=upstream_up_to_date,
-        write_pending=notification_buffer.has_pending(namespace),
-        write_unconfirmed=notification_buffer.unconfirmed(namespace),
+        write_pending=notifications.has_pending(namespace),
+        write_unconfirmed=notifications.unconfirmed(namespace),
     )
 
 
@@ -69,12 +66,13 @@ async def observe_namespace(
     whose key sees another organisation's namespace of this name gets upstream's answer and
     no `layer` (None), and its answer is not the watcher's business (api/access.py).
     """
+    services = app.services
     started_at = now_ms()
-    body, _ = await upstream.get_json(
+    body, _ = await services.upstream.get_json(
         f"/v2/namespaces/{namespace}/metadata", api_key=credential.upstream_key
     )
     caller_created_at = body.get("created_at") if isinstance(body, dict) else None
-    if not await namespace_access.sees_watched(
+    if not await services.access.sees_watched(
         credential, namespace, caller_created_at if isinstance(caller_created_at, str) else None
     ):
         return body, None
@@ -82,7 +80,9 @@ async def observe_namespace(
         observation = parse_metadata(body)
     except UpstreamBadResponse:
         observation = None
-    register_read(namespace, freshness_table.get(namespace), body, observation, started_at)
+    services.read_events.register_read(
+        namespace, freshness_table.get(namespace), observation, started_at
+    )
     up_to_date = observation is not None and observation.index_status == "up-to-date"
     return body, local_block(namespace, upstream_up_to_date=up_to_date)
 

@@ -12,7 +12,7 @@ from faust import web
 from api.access import require_operator
 from api.auth import credential_of
 from layer.app import app, settings
-from layer.metrics import CONTENT_TYPE_LATEST, metrics
+from layer.metrics import CONTENT_TYPE_LATEST
 
 __all__ = ["Metrics"]
 
@@ -25,5 +25,5 @@ class Metrics(web.View):
         require_operator(credential_of(request), settings)
         # Not `self.bytes(content_type=...)`: aiohttp refuses a charset inside content_type.
         return aiohttp_web.Response(
-            body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            body=app.services.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )

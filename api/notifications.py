@@ -23,14 +23,13 @@ from collections import OrderedDict
 
 from aiokafka.errors import KafkaError
 
-from layer.app import settings
 from layer.clients import WriteNotifier
 from layer.clock import now_ms
 from layer.events import OperationStarted, WriteNotification
 from layer.kafka_topics import TopicMissingError
-from layer.metrics import metrics
+from layer.metrics import LayerMetrics
 
-__all__ = ["NotificationBuffer", "notification_buffer"]
+__all__ = ["NotificationBuffer"]
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +51,11 @@ DELIVERY_ERRORS = (KafkaError, OSError, TimeoutError, TopicMissingError)
 class NotificationBuffer:
     """Buffers proxied-write notifications and delivers them to `{prefix}.writes`."""
 
-    def __init__(self, bootstrap: str, *, topic_prefix: str, max_namespaces: int) -> None:
+    def __init__(
+        self, bootstrap: str, *, topic_prefix: str, max_namespaces: int, metrics: LayerMetrics
+    ) -> None:
         self._bootstrap = bootstrap
+        self._metrics = metrics
         self._topic_prefix = topic_prefix
         self.max_namespaces = max_namespaces
         self._pending: OrderedDict[str, WriteNotification] = OrderedDict()
@@ -92,12 +94,12 @@ class NotificationBuffer:
                 }
             )
         elif len(self._pending) >= self.max_namespaces:
-            metrics.notify_dropped.inc()
+            self._metrics.notify_dropped.inc()
             self._unconfirmed.add(namespace)
             log.error("notification buffer full: %s reported unknown until it drains", namespace)
             return
         self._pending[namespace] = note
-        metrics.notify_pending.set(len(self._pending))
+        self._metrics.notify_pending.set(len(self._pending))
         self._wakeup.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain_forever())
@@ -138,7 +140,7 @@ class NotificationBuffer:
                 try:
                     await self._send(*(note for _, note in batch))
                 except Exception as exc:  # never lose them: a send that failed is retried
-                    metrics.notify_retries.inc()
+                    self._metrics.notify_retries.inc()
                     if isinstance(exc, DELIVERY_ERRORS):
                         log.warning(
                             "%d notifications not delivered (%r); retrying", len(batch), exc
@@ -150,12 +152,12 @@ class NotificationBuffer:
                     delay = min(delay * 2, RETRY_MAX_S)
                     continue
                 delay = RETRY_INITIAL_S
-                metrics.notify_sent.inc(len(batch))
+                self._metrics.notify_sent.inc(len(batch))
                 for namespace, note in batch:
                     if self._pending.get(namespace) is note:
                         del self._pending[namespace]
                     self._unconfirmed.discard(namespace)
-                metrics.notify_pending.set(len(self._pending))
+                self._metrics.notify_pending.set(len(self._pending))
 
     async def _reset_notifier(self) -> None:
         notifier, self._notifier = self._notifier, None
@@ -176,10 +178,3 @@ class NotificationBuffer:
             except DELIVERY_ERRORS:
                 log.error("%d write notifications undelivered at shutdown", len(self._pending))
         await self._reset_notifier()
-
-
-notification_buffer = NotificationBuffer(
-    settings.kafka_broker,
-    topic_prefix=settings.topic_prefix,
-    max_namespaces=settings.notify_buffer_namespaces,
-)

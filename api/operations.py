@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiohttp import web as aiohttp_web
+from cachetools import TTLCache
 from faust import web
 from pydantic import BaseModel
 
@@ -35,14 +35,14 @@ from api.models import (
     OperationRunning,
 )
 from api.replica import ROUTED_HEADER, forward_to_owner
-from layer.app import app, settings
+from layer.app import app
 from layer.errors import LayerError
 
-__all__ = ["OperationStatus", "Operations", "accepted_response", "operations", "prefers_async"]
+__all__ = ["OperationStatus", "Operations", "accepted_response", "prefers_async"]
 
 #: How long a finished (or abandoned) operation can still be polled.
 OPERATION_TTL_S = 600.0
-#: Operations kept at most per worker; the oldest go first.
+#: Operations kept at most per worker; the least recently polled go first.
 MAX_OPERATIONS = 10_000
 
 
@@ -61,7 +61,6 @@ class Operation:
     id: str
     owner_identity: str
     started: datetime
-    expires_at: float
     finished: datetime | None = None
     result: dict[str, object] | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -93,16 +92,16 @@ class Operations:
 
     def __init__(self, origin_url: str) -> None:
         self._origin = origin_url
-        self._operations: dict[str, Operation] = {}
+        self._operations: TTLCache[str, Operation] = TTLCache(
+            maxsize=MAX_OPERATIONS, ttl=OPERATION_TTL_S
+        )
 
     def start(self, run: Callable[[], Awaitable[BaseModel]], owner_identity: str) -> Operation:
         """Run `run()` in the background; its model (or error) becomes the operation's result."""
-        self._expire()
         operation = Operation(
             id=f"{_origin_tag(self._origin)}.{secrets.token_urlsafe(16)}",
             owner_identity=owner_identity,
             started=datetime.now(UTC),
-            expires_at=time.monotonic() + OPERATION_TTL_S,
         )
 
         async def execute() -> None:
@@ -122,7 +121,6 @@ class Operations:
 
     def get(self, operation_id: str, identity: str) -> Operation | None:
         """The operation, if it exists here, has not expired and belongs to `identity`."""
-        self._expire()
         operation = self._operations.get(operation_id)
         if operation is None or operation.owner_identity != identity:
             return None
@@ -131,20 +129,10 @@ class Operations:
     def is_local(self, operation_id: str) -> bool:
         return _origin_of(operation_id) == self._origin
 
-    def _expire(self) -> None:
-        now = time.monotonic()
-        for key in [k for k, op in self._operations.items() if op.expires_at < now]:
-            del self._operations[key]
-        while len(self._operations) >= MAX_OPERATIONS:
-            self._operations.pop(next(iter(self._operations)))
-
 
 def _error_result(status: int, message: str) -> dict[str, object]:
     error = OperationError(status_code=status, detail=ErrorBody(error=message))
     return {"error": error.model_dump(mode="json")}
-
-
-operations = Operations(settings.web_url.rstrip("/"))
 
 
 def accepted_response(operation: Operation) -> aiohttp_web.Response:
@@ -169,6 +157,7 @@ class OperationStatus(web.View):
     """Poll an asynchronous operation."""
 
     async def get(self, request: aiohttp_web.Request, operation_id: str) -> aiohttp_web.Response:
+        operations = app.services.operations
         if not operations.is_local(operation_id) and ROUTED_HEADER not in request.headers:
             origin = _origin_of(operation_id)
             # Only ever forward to a member of this cluster: the id is client input.

@@ -39,13 +39,10 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from api.access import namespace_access
 from api.auth import credential_of
 from api.errors import ApiError, allowed_methods
-from api.notifications import notification_buffer
 from api.replica import ROUTED_HEADER, not_ready, owner_url
 from api.stable_reads import plan_query
-from api.watcher_events import record_cache_activity
 from api.write_body import (
     ReservedAttribute,
     hide_in_metadata,
@@ -54,10 +51,9 @@ from api.write_body import (
     plan_stamps,
     requested_layer_attributes,
 )
-from layer.app import settings
+from layer.app import app, settings
 from layer.clock import now_ms
 from layer.events import OperationStarted
-from layer.readiness import readiness
 from layer.upstream import validate_namespace
 from tables.faust_tables import freshness_table
 from tables.freshness import ReadEvidence
@@ -251,14 +247,16 @@ async def _proxy_write(
         operation = (
             None if path is None else OperationStarted(location=path, accepted_at_ms=now_ms())
         )
-        notification_buffer.submit(namespace, rows=None, body_bytes=len(body), operation=operation)
+        app.services.notifications.submit(
+            namespace, rows=None, body_bytes=len(body), operation=operation
+        )
     elif 200 <= upstream.status < 300:
         rows = None
         try:
             rows = int(json.loads(answer).get("rows_affected"))
         except (ValueError, TypeError, AttributeError):
             pass
-        notification_buffer.submit(namespace, rows=rows, body_bytes=len(body))
+        app.services.notifications.submit(namespace, rows=rows, body_bytes=len(body))
     return web.Response(status=upstream.status, body=answer, headers=_response_headers(upstream))
 
 
@@ -279,20 +277,22 @@ async def _proxy_query(
     request: web.Request, namespace: str, url: str, headers: dict[str, str]
 ) -> web.StreamResponse:
     raw = await _read_body(request)
+    services = app.services
+    notifications = services.notifications
     # State this worker has not recovered (or no longer owns) is no basis for a cut: such a
     # query goes unfiltered, as for a namespace Layer does not know.
     # Nor is the state of another organisation's namespace of this name (api/access.py).
     state = (
         freshness_table.get(namespace)
-        if readiness.answers(namespace)
-        and await namespace_access.caller_sees_watched(credential_of(request), namespace)
+        if services.readiness.answers(namespace)
+        and await services.access.caller_sees_watched(credential_of(request), namespace)
         else None
     )
     # This worker's own pending notification, or the relaying worker's (it says so).
     evidence = ReadEvidence(
-        write_pending=notification_buffer.has_pending(namespace)
+        write_pending=notifications.has_pending(namespace)
         or (ROUTED_HEADER in request.headers and PENDING_WRITE_HEADER in request.headers),
-        write_unconfirmed=notification_buffer.unconfirmed(namespace),
+        write_unconfirmed=notifications.unconfirmed(namespace),
     )
     plan = plan_query(raw, state, evidence, stable_reads=settings.stable_reads)
     headers["Accept-Encoding"] = "identity"  # the rows are read here; compression is ours
@@ -303,7 +303,7 @@ async def _proxy_query(
         filtered = True
         upstream = await _send("POST", url, headers, plan.retry_body)
     if 200 <= upstream.status < 300:
-        record_cache_activity(namespace)
+        services.read_events.record_cache_activity(namespace)
     keep = requested_layer_attributes(plan.query)
     return await _read_back(
         upstream,
@@ -352,7 +352,7 @@ async def _relay_to_owner(request: web.Request, namespace: str, owner: str) -> w
     """A query on a namespace another worker owns: that worker holds the state to decide."""
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | _INFLATED}
     headers[ROUTED_HEADER] = "1"
-    if notification_buffer.has_pending(namespace):
+    if app.services.notifications.has_pending(namespace):
         headers[PENDING_WRITE_HEADER] = "1"  # the owner cannot know it yet: it cuts
     try:
         upstream = await _send(
@@ -391,7 +391,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             return await _proxy_write(request, namespace, url, headers)
         if rest in _QUERY_SUFFIXES:
             if (
-                not readiness.answers(namespace)
+                not app.services.readiness.answers(namespace)
                 and ROUTED_HEADER not in request.headers
                 and (owner := owner_url(namespace)) is not None
             ):
@@ -403,7 +403,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     body = _body_stream(request) if request.body_exists else None
     upstream = await _send(request.method, url, headers, body)
     if namespace is not None and rest == "/hint_cache_warm" and upstream.ok:
-        record_cache_activity(namespace)
+        app.services.read_events.record_cache_activity(namespace)
     if hide is not None:
         return await _read_back(upstream, hide)
     return await _stream_back(request, upstream)

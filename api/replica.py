@@ -28,7 +28,6 @@ from api.errors import ApiError
 from layer.app import app, settings
 from layer.events import partition_for
 from layer.http_transport import AiohttpTransport
-from layer.readiness import readiness
 from layer.upstream import MAX_ERROR_CHARS, UpstreamStatusError
 from tables.faust_tables import freshness_table
 
@@ -109,7 +108,7 @@ def read_route(request: web.Request, namespace: str) -> str | None:
     the owner (which checks its own readiness), unless this read was forwarded already or
     the owner is unknown or this worker: then 503 (`not_ready`), never stale state.
     """
-    if readiness.answers(namespace):
+    if app.services.readiness.answers(namespace):
         return None
     if ROUTED_HEADER in request.headers:
         raise not_ready(f"freshness of {namespace}", "its partition is recovering or moving")

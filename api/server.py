@@ -19,21 +19,20 @@ from api.middleware import (
     http_metrics_middleware,
     rate_limit_middleware,
 )
-from api.notifications import notification_buffer
 from api.proxy import close_proxy_client, proxy
 from api.replica import close_peer_client
 from api.shutdown import shutdown_middleware
 from layer.app import app, on, settings
-from layer.metrics import metrics
 
 __all__ = ["install_middlewares"]
 
 
 def install_middlewares(web: Any) -> None:
-    """Called by Faust when its web server is built, after every page is registered."""
+    """Faust's `on_webserver_init` (layer.worker wires it): called when its web server is
+    built, after every page is registered."""
     web.web_app.middlewares.extend(
         [
-            http_metrics_middleware(metrics),
+            http_metrics_middleware(app.services.metrics),
             shutdown_middleware,
             error_middleware,
             compression_middleware,
@@ -47,12 +46,9 @@ def install_middlewares(web: Any) -> None:
     web.web_app.router.add_route("*", "/{tail:.*}", proxy, name=PROXY_ROUTE_NAME)
 
 
-app.on_webserver_init = install_middlewares  # type: ignore[method-assign]
-
-
 @on(app.on_before_shutdown)
 async def close_connections(sender: Any, *args: Any, **kwargs: Any) -> None:
     """Last: requests were drained and notifications delivered by `api.shutdown.hand_over`."""
-    await notification_buffer.close()
+    await app.services.notifications.close()
     await close_proxy_client()
     await close_peer_client()

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from api.auth import PUBLIC_PATHS
 from api.errors import Handler, error_response
-from api.notifications import notification_buffer
 from api.replica import NOT_READY_RETRY_AFTER_S
-from layer.readiness import readiness
+from layer.app import app
 
-__all__ = ["hand_over", "in_flight", "shutdown_middleware"]
+if TYPE_CHECKING:
+    from layer.services import Services
+
+__all__ = ["InFlight", "hand_over", "shutdown_middleware"]
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +55,17 @@ class InFlight:
         return True
 
 
-in_flight = InFlight()
-
-
 @web.middleware
 async def shutdown_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: refuses new work once the hand-over began, counts the rest."""
-    if readiness.shutting_down and request.path not in PUBLIC_PATHS:
+    services = app.services
+    if services.readiness.shutting_down and request.path not in PUBLIC_PATHS:
         return error_response(
             503,
             "this Layer worker is shutting down; retry (another worker will answer)",
             {"Retry-After": str(NOT_READY_RETRY_AFTER_S), "Connection": "close"},
         )
+    in_flight = services.in_flight
     in_flight.enter()
     try:
         return await handler(request)
@@ -71,10 +73,11 @@ async def shutdown_middleware(request: web.Request, handler: Handler) -> web.Str
         in_flight.leave()
 
 
-async def hand_over(grace_s: float) -> None:
+async def hand_over(services: Services, grace_s: float) -> None:
     """Stop taking requests, let those in flight finish, deliver pending notifications."""
-    readiness.shutting_down = True
+    services.readiness.shutting_down = True
+    in_flight = services.in_flight
     log.info("shutting down: %d requests in flight, no new ones taken", in_flight.count)
     if not await in_flight.wait_idle(grace_s):
         log.warning("%d requests still in flight after %.0f s; stopping", in_flight.count, grace_s)
-    await notification_buffer.close()
+    await services.notifications.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 from aiohttp import web as aiohttp_web
 from faust import web
 
-from api.access import namespace_access
 from api.auth import credential_of
 from api.errors import ApiError
 from api.http import model_response, query_int
@@ -38,7 +37,7 @@ class NamespaceSnapshots(web.View):
         before = query_int(request, "before", default=None, minimum=0, maximum=MAX_EPOCH_MS)
         as_of = query_int(request, "as_of", default=None, minimum=0, maximum=MAX_EPOCH_MS)
         # Served from Layer's own table: upstream must accept the caller's key for it.
-        await namespace_access.require(credential_of(request), namespace)
+        await app.services.access.require(credential_of(request), namespace)
         if (owner := read_route(request, namespace)) is not None:
             return await forward_to_owner(request, owner)
         history = snapshots_table.get(namespace)

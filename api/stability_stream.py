@@ -41,7 +41,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust import web
 from pydantic import ValidationError
 
-from api.access import namespace_access
 from api.auth import credential_of
 from api.errors import ApiError
 from api.listing import PREFIX_PATTERN
@@ -50,7 +49,7 @@ from layer.clients import bootstrap_servers
 from layer.embedded_broker import true_high_watermarks
 from layer.events import StabilityChange
 from layer.kafka_topics import require_topics, without_auto_creation
-from layer.readiness import readiness
+from layer.readiness import Readiness
 from layer.settings import BrokerProfile, Settings
 
 __all__ = [
@@ -67,7 +66,6 @@ __all__ = [
     "encode_position",
     "event_frame",
     "plan_resume",
-    "stability_hub",
 ]
 
 log = logging.getLogger(__name__)
@@ -305,8 +303,9 @@ class StreamUnavailable(ApiError):
 class StabilityHub:
     """Reads `{prefix}.stability` once for the worker and fans it out (started on first use)."""
 
-    def __init__(self, config: Settings) -> None:
+    def __init__(self, config: Settings, *, readiness: Readiness) -> None:
         self.topic = f"{config.topic_prefix}.stability"
+        self._readiness = readiness
         self._bootstrap = bootstrap_servers(config.kafka_broker)
         self._embedded = config.broker_profile is BrokerProfile.EMBEDDED
         self.subscribers = Subscribers(
@@ -367,7 +366,7 @@ class StabilityHub:
         offsets = list(self.position)
         try:
             while True:
-                if readiness.shutting_down:
+                if self._readiness.shutting_down:
                     self.subscribers.close_all(
                         "this Layer worker is shutting down; reconnect with Last-Event-ID "
                         "(another worker will answer)"
@@ -452,12 +451,9 @@ def _parse(raw: bytes | None) -> StabilityChange | None:
         return None
 
 
-stability_hub = StabilityHub(settings)
-
-
 @on(app.on_before_shutdown)
 async def stop_stability_hub(sender: Any, *args: Any, **kwargs: Any) -> None:
-    await stability_hub.stop()
+    await app.services.stability_hub.stop()
 
 
 # --- the route ----------------------------------------------------------------------------------
@@ -465,7 +461,7 @@ async def stop_stability_hub(sender: Any, *args: Any, **kwargs: Any) -> None:
 
 def _require_stream_key(request: aiohttp_web.Request) -> str:
     credential = credential_of(request)
-    if not namespace_access.trusted(credential):
+    if not app.services.access.trusted(credential):
         raise ApiError(
             403,
             "the stability stream carries every namespace of the organisation Layer watches: "
@@ -555,7 +551,7 @@ class StabilityEvents(web.View):
     async def get(self, request: aiohttp_web.Request) -> aiohttp_web.StreamResponse:
         identity = _require_stream_key(request)
         prefix = _prefix(request)
-        hub = await stability_hub.started()
+        hub = await app.services.stability_hub.started()
         subscription = hub.subscribers.add(identity, prefix)
         try:
             live = hub.position  # the subscription gets every record after this one

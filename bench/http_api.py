@@ -402,12 +402,13 @@ async def profile_during(
 async def upstream_clients(base_url: str, path: str, n: int, rounds: int) -> None:
     """CPU per request of HTTP clients doing Layer's upstream metadata GET (JSON parsed), in
     this process, against the emulator: Layer's own `Upstream` (httpx) and alternatives."""
+    from layer.metrics import LayerMetrics
     from layer.upstream import Upstream
 
     makers: dict[str, Callable[[], Any]] = {}
 
     def layer_httpx() -> Any:
-        upstream = Upstream(base_url, timeout_ms=10_000)
+        upstream = Upstream(base_url, timeout_ms=10_000, metrics=LayerMetrics())
 
         async def get() -> None:
             await upstream.get_json(path, api_key=API_KEY)

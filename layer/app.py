@@ -9,18 +9,22 @@ the only source of configuration.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from faust.types.transports import TransportT
 
-from layer.batch_consumer import MAX_RECORDS_PER_FETCH, BatchingConsumer
+from layer.batch_consumer import MAX_RECORDS_PER_FETCH, BatchHandler, BatchingConsumer
 from layer.clients import bootstrap_servers
 from layer.embedded_broker import true_high_watermarks
 from layer.settings import BrokerProfile, Settings, load_settings
 
-__all__ = ["Topics", "app", "faust_settings", "on", "settings", "topics"]
+if TYPE_CHECKING:
+    from layer.services import Services
+
+__all__ = ["LayerApp", "Topics", "app", "faust_settings", "on", "settings", "topics"]
 
 #: Embedded (Tansu) profile, NOTES-kafka.md §1: Tansu holds a JoinGroup for half the session
 #: timeout, so Faust's 60 s default means a ~31 s join; 2 s / 0.5 s gives a ~3 s start.
@@ -51,6 +55,46 @@ class _EmbeddedBrokerConsumer(BatchingConsumer):
 
     def _new_consumer_thread(self) -> _EmbeddedConsumerThread:
         return _EmbeddedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class LayerApp(faust.App):
+    """Faust's app, with Layer's consumer class and the worker's long-lived objects.
+
+    Faust's objects (the app, its topics, tables, agents, timers and pages) are module-level,
+    declared at import as Faust intends. Everything else that lives as long as the worker
+    (upstream client, poller, schedule, buffers, caches, metrics) is built in one place,
+    `layer.services.build_services`, and reached by agents and views through `app.services`
+    when they run; a test installs fresh ones with `app.use(build_services(settings))`.
+    """
+
+    _services: Services | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Topic name → the handler its messages go to a fetch at a time (layer.batch_consumer).
+        self.batch_handlers: dict[str, BatchHandler] = {}
+
+    @property
+    def services(self) -> Services:
+        if self._services is None:
+            raise RuntimeError("no services installed: layer.worker (or a test) calls app.use()")
+        return self._services
+
+    def use(self, services: Services) -> None:
+        """Install the long-lived objects agents and views use from now on."""
+        self._services = services
+
+    def _new_transport(self) -> TransportT:
+        """Faust's transport, with Layer's consumer (batched writes, embedded-broker fetches)."""
+        transport = super()._new_transport()
+        # Faust's stubs declare `Consumer` a class variable; setting it on the instance is
+        # Faust's way to give one app's transport another consumer class.
+        transport.Consumer = (  # type: ignore[misc]
+            _EmbeddedBrokerConsumer
+            if settings.broker_profile is BrokerProfile.EMBEDDED
+            else BatchingConsumer
+        )
+        return transport
 
 
 def faust_settings(settings: Settings) -> dict[str, Any]:
@@ -133,12 +177,5 @@ class Topics:
 
 
 settings: Settings = load_settings()
-app = faust.App(settings.app_id, **faust_settings(settings))
+app = LayerApp(settings.app_id, **faust_settings(settings))
 topics = Topics(app, settings)
-# Faust's way to give one app's transport another consumer class (its stubs declare the
-# attribute a class variable, so mypy objects to setting it on the instance).
-app.transport.Consumer = (  # type: ignore[misc]
-    _EmbeddedBrokerConsumer
-    if settings.broker_profile is BrokerProfile.EMBEDDED
-    else BatchingConsumer
-)

@@ -23,18 +23,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from time import monotonic
+from typing import TYPE_CHECKING, cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
-__all__ = [
-    "MAX_RECORDS_PER_FETCH",
-    "BatchHandler",
-    "BatchingConsumer",
-    "batch_handlers",
-    "subscribe_batch_topic",
-]
+if TYPE_CHECKING:
+    from layer.app import LayerApp
+
+__all__ = ["MAX_RECORDS_PER_FETCH", "BatchHandler", "BatchingConsumer", "subscribe_batch_topic"]
 
 BatchHandler = Callable[[list[Message]], Awaitable[None]]
 
@@ -45,18 +43,15 @@ BatchHandler = Callable[[list[Message]], Awaitable[None]]
 #: notifications per namespace.
 MAX_RECORDS_PER_FETCH = 5000
 
-#: Topic name → the handler its messages are delivered to, a fetch at a time.
-batch_handlers: dict[str, BatchHandler] = {}
 
-
-def subscribe_batch_topic(app: faust.App, topic: faust.TopicT, handler: BatchHandler) -> None:
+def subscribe_batch_topic(app: LayerApp, topic: faust.TopicT, handler: BatchHandler) -> None:
     """Deliver `topic`'s messages to `handler` in batches (one call per fetch).
 
     The topic is added to the app's subscriptions as an agent's would be; its messages never
     reach a stream.
     """
     for name in topic.topics:
-        batch_handlers[name] = handler
+        app.batch_handlers[name] = handler
     app.topics.add(topic)
 
 
@@ -64,9 +59,10 @@ class BatchingConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer, diverting the messages of batch topics to their handler."""
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        handlers = cast("LayerApp", self.app).batch_handlers
         batches: dict[str, list[Message]] = {}
         async for tp, message in super().getmany(timeout):
-            if tp.topic in batch_handlers:
+            if tp.topic in handlers:
                 batches.setdefault(tp.topic, []).append(message)
             else:
                 yield tp, message
@@ -74,7 +70,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):
             current = [m for m in messages if self._is_current(m)]
             if len(current) < len(messages):
                 await self._read_again([m for m in messages if not self._is_current(m)])
-            await self._deliver(batch_handlers[topic], current)
+            await self._deliver(handlers[topic], current)
 
     def _is_current(self, message: Message) -> bool:
         """Fetched in this generation, with flow on (Faust's streams skip the others too)."""

@@ -90,9 +90,12 @@ def run_worker(_args: argparse.Namespace) -> None:
         import mode.loop
 
         mode.loop.use("uvloop")  # before any event loop exists (Faust's, the topic check's)
-    from layer.worker import LayerWorker, app
+    from layer.app import settings as app_settings  # the settings the Faust app was built from
+    from layer.services import build_services
+    from layer.worker import LayerWorker, app, wire
 
     _ensure_topics_or_exit(settings, app)
+    wire(app, build_services(app_settings))
 
     # httpx logs every request at INFO: too loud for a service that polls continuously.
     logging.getLogger("httpx").setLevel(logging.WARNING)

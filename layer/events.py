@@ -13,10 +13,12 @@ dead letter with pydantic's reason instead of an exception inside Faust's deseri
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from aiokafka.partitioner import murmur2
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from tables.freshness import IndexObservation
 
 __all__ = [
     "NAMESPACE_PATTERN",
@@ -103,13 +105,40 @@ class PollTick(_Event):
 
 
 class ObservedIndex(_Event):
-    """An upstream metadata answer fetched by an HTTP read, applied like a poll result."""
+    """An upstream metadata answer fetched by an HTTP read, applied like a poll result: the
+    wire form of `tables.freshness.IndexObservation`, with when the read started."""
 
     started_at_ms: EpochMs
     index: dict[str, Any]
     approx_row_count: int | None = None
     approx_logical_bytes: int | None = None
     updated_at: str | None = None
+    created_at: str | None = None
+
+    @classmethod
+    def of(cls, observation: IndexObservation, *, started_at_ms: int) -> ObservedIndex:
+        return cls(
+            started_at_ms=started_at_ms,
+            index=observation.index,
+            approx_row_count=observation.approx_row_count,
+            approx_logical_bytes=observation.approx_logical_bytes,
+            updated_at=observation.updated_at,
+            created_at=observation.created_at,
+        )
+
+    def to_observation(self) -> IndexObservation | None:
+        """What upstream said; None if the index status is none Layer knows (not evidence)."""
+        status = self.index.get("status")
+        if status not in ("up-to-date", "updating"):
+            return None
+        return IndexObservation(
+            index_status=status,
+            index=self.index,
+            approx_row_count=self.approx_row_count,
+            approx_logical_bytes=self.approx_logical_bytes,
+            updated_at=self.updated_at,
+            created_at=self.created_at,
+        )
 
 
 class Registration(_Event):
@@ -135,7 +164,9 @@ class CacheActivity(_Event):
 
 
 TickMessage = Annotated[PollTick | Registration | CacheActivity, Field(discriminator="kind")]
-_tick_adapter: TypeAdapter[PollTick | Registration | CacheActivity] = TypeAdapter(TickMessage)
+#: mypy reads an `Annotated` union as a value, not a type (whether it says so depends on the
+#: order it checks modules in), hence the cast; `parse_tick_message` declares the result.
+_tick_adapter: TypeAdapter[Any] = TypeAdapter(cast(Any, TickMessage))
 
 
 class StabilityChange(_Event):
@@ -187,4 +218,5 @@ def parse_write_notification(raw: bytes | None) -> WriteNotification:
 
 def parse_tick_message(raw: bytes | None) -> PollTick | Registration | CacheActivity:
     """Validate a `ticks` message (raises pydantic.ValidationError with the reason)."""
-    return _tick_adapter.validate_json(raw or b"")
+    message: PollTick | Registration | CacheActivity = _tick_adapter.validate_json(raw or b"")
+    return message

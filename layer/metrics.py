@@ -27,7 +27,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-__all__ = ["CONTENT_TYPE_LATEST", "LayerMetrics", "metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "LayerMetrics"]
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -161,7 +161,3 @@ class LayerMetrics:
             if sample.endswith(suffix) and sample.removesuffix(suffix) in families:
                 return 0.0
         raise KeyError(f"no metric exports {sample!r}")
-
-
-#: This process's metrics. (A composition root will own it; until then, a module instance.)
-metrics = LayerMetrics()

@@ -26,11 +26,10 @@ from faust.tables.manager import TableManager
 from faust.types import TP
 from pydantic import BaseModel
 
-from layer.app import app, on, settings
+from layer.app import app, on
 from layer.events import partition_for
-from tables.faust_tables import freshness_table, snapshots_table
 
-__all__ = ["PartitionProgress", "Readiness", "readiness"]
+__all__ = ["PartitionProgress", "Readiness"]
 
 log = logging.getLogger(__name__)
 
@@ -125,31 +124,25 @@ class Readiness:
         return progress
 
 
-readiness = Readiness(
-    (table.changelog_topic.get_topic_name() for table in (freshness_table, snapshots_table)),
-    settings.topic_partitions,
-)
-
-
 @on(app.on_partitions_revoked)
 async def _partitions_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
-    readiness.on_revoked()
+    app.services.readiness.on_revoked()
 
 
 @on(app.on_partitions_assigned)
 async def _partitions_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
-    readiness.on_assigned(app.consumer_generation_id)
+    app.services.readiness.on_assigned(app.consumer_generation_id)
 
 
 @on(app.on_rebalance_complete)
 async def _recovery_complete(sender: Any, *args: Any, **kwargs: Any) -> None:
-    readiness.on_recovered(app.consumer_generation_id)
+    app.services.readiness.on_recovered(app.consumer_generation_id)
 
 
 @app.timer(interval=RECOVERY_LOG_INTERVAL_S)
 async def log_recovery_progress() -> None:
     """While partitions recover, say how far (a long recovery must be seen to advance)."""
-    progress = [p for p in readiness.recovery_progress() if p.remaining]
+    progress = [p for p in app.services.readiness.recovery_progress() if p.remaining]
     if progress:
         log.info(
             "recovering %d table partitions, %d records to go: %s",

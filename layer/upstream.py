@@ -25,7 +25,7 @@ import httpx
 from layer.errors import LayerError
 from layer.events import NAMESPACE_PATTERN
 from layer.http_transport import AiohttpTransport
-from layer.metrics import metrics
+from layer.metrics import LayerMetrics
 from tables.freshness import IndexObservation
 
 __all__ = [
@@ -171,10 +171,12 @@ class Upstream:
         base_url: str,
         *,
         timeout_ms: int,
+        metrics: LayerMetrics,
         max_connections: int = 256,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._metrics = metrics
         self.client = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout_ms / 1000),
@@ -213,7 +215,7 @@ class Upstream:
         except httpx.TransportError as exc:
             raise UpstreamUnavailable(f"upstream unreachable ({type(exc).__name__})") from None
         finally:
-            metrics.upstream_request_seconds.labels(route=upstream_route(path)).observe(
+            self._metrics.upstream_request_seconds.labels(route=upstream_route(path)).observe(
                 time.perf_counter() - started
             )
 

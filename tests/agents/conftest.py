@@ -1,9 +1,11 @@
 """Fixtures for the agent tests: faust's `test_context()` on the real app, with outbound I/O mocked.
 
-The app, its topics and tables are module-level objects (built at import), so every test
-gets them cleaned: empty tables, an empty due schedule, no polls in flight. Nothing here
-talks to Kafka or turbopuffer: `send` of the output topics and upstream `metadata` are
-`AsyncMock`s (faust:docs/userguide/testing.rst, "Testing with pytest").
+The app, its topics and tables are module-level objects (declared at import, as Faust
+intends), so every test gets the tables emptied; everything else the agents use (poller,
+schedule, follower, metrics…) is built fresh for each test by the composition root,
+`layer.services.build_services`, and installed on the app. Nothing here talks to Kafka or
+turbopuffer: `send` of the output topics and upstream `metadata` are `AsyncMock`s
+(faust:docs/userguide/testing.rst, "Testing with pytest").
 """
 
 from __future__ import annotations
@@ -15,15 +17,24 @@ from unittest.mock import AsyncMock
 import faust
 import pytest
 
-from agents.ticks import poller
-from agents.transitions import due_schedule
+import layer.worker  # noqa: F401  (every agent, as `layer worker` registers them)
 from layer.app import app as layer_app
-from layer.app import topics
+from layer.app import settings, topics
+from layer.services import Services, build_services
 from tables.faust_tables import freshness_table, snapshots_table
 
 
 @pytest.fixture
+def services() -> Services:
+    """This test's long-lived objects, installed on the app (no test sees another's)."""
+    fresh = build_services(settings)
+    layer_app.use(fresh)
+    return fresh
+
+
+@pytest.fixture
 async def app(
+    services: Services,
     stability_send: AsyncMock,
     dead_letter_send: AsyncMock,
     writes_send: AsyncMock,
@@ -40,12 +51,11 @@ async def app(
     layer_app.flow_control.resume()
     freshness_table.data.clear()
     snapshots_table.data.clear()
-    due_schedule.clear()
     yield layer_app
-    await poller.drain()
+    await services.poller.drain()
+    await services.follower.drain()
     freshness_table.data.clear()
     snapshots_table.data.clear()
-    due_schedule.clear()
 
 
 def _record_sends(monkeypatch: pytest.MonkeyPatch, topic: faust.TopicT, name: str) -> AsyncMock:
@@ -74,8 +84,8 @@ def dead_letter_send(monkeypatch: pytest.MonkeyPatch) -> AsyncMock:
 
 
 @pytest.fixture
-def upstream_metadata(monkeypatch: pytest.MonkeyPatch) -> AsyncMock:
+def upstream_metadata(services: Services, monkeypatch: pytest.MonkeyPatch) -> AsyncMock:
     """The poller's upstream `metadata` call; set `return_value` or `side_effect` per test."""
     mock = AsyncMock(name="upstream.metadata")
-    monkeypatch.setattr(poller.upstream, "metadata", mock)
+    monkeypatch.setattr(services.upstream, "metadata", mock)
     return mock

@@ -14,9 +14,9 @@ import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
-from layer import batch_consumer
+from layer.app import app as layer_app
 from layer.app import topics
-from layer.batch_consumer import BatchingConsumer
+from layer.batch_consumer import MAX_RECORDS_PER_FETCH, BatchingConsumer
 
 from .support import write, writes_message
 
@@ -51,7 +51,7 @@ def received(monkeypatch: pytest.MonkeyPatch) -> list[list[Message]]:
     async def record(messages: list[Message]) -> None:
         batches.append(list(messages))
 
-    monkeypatch.setitem(batch_consumer.batch_handlers, WRITES, record)
+    monkeypatch.setitem(layer_app.batch_handlers, WRITES, record)
     return batches
 
 
@@ -106,7 +106,7 @@ async def test_the_kafka_consumer_returns_a_bounded_number_of_records_per_fetch(
     """A batch is applied before the next fetch: the bound is what lets ticks in between."""
     kafka_consumer = app.consumer._thread._create_worker_consumer(app.transport)  # not started
     try:
-        assert kafka_consumer._max_poll_records == batch_consumer.MAX_RECORDS_PER_FETCH
+        assert kafka_consumer._max_poll_records == MAX_RECORDS_PER_FETCH
     finally:
         await kafka_consumer.stop()
 
@@ -117,7 +117,7 @@ async def test_messages_are_not_acked_when_the_handler_fails(
     async def failing(messages: list[Message]) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setitem(batch_consumer.batch_handlers, WRITES, failing)
+    monkeypatch.setitem(layer_app.batch_handlers, WRITES, failing)
     fetch(monkeypatch, [writes_message(write("a", 1_000), b"a", partition=0, offset=0)])
 
     with pytest.raises(RuntimeError):

@@ -8,17 +8,16 @@ mocked); its end is published as a write notification, applied like any write.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from unittest.mock import AsyncMock
 
 import httpx
 import pytest
 
-from agents.operations import follower
 from agents.ticks import poll_due_namespaces
 from agents.writes import apply_write_notifications
 from layer.app import settings
 from layer.clock import now_ms
+from layer.services import Services
 from tables.faust_tables import freshness_table
 from tables.freshness import Freshness, IndexStatus
 
@@ -32,12 +31,10 @@ LOCATION = f"/v1/namespaces/{NS}/operations/op_1"
 
 
 @pytest.fixture(autouse=True)
-def upstream_request(monkeypatch: pytest.MonkeyPatch) -> Iterator[AsyncMock]:
+def upstream_request(services: Services, monkeypatch: pytest.MonkeyPatch) -> AsyncMock:
     mock = AsyncMock(name="upstream.request")
-    monkeypatch.setattr(follower.upstream, "request", mock)
-    follower.clear()
-    yield mock
-    follower.clear()
+    monkeypatch.setattr(services.upstream, "request", mock)
+    return mock
 
 
 def answer(status: int, body: object) -> httpx.Response:
@@ -69,7 +66,7 @@ async def test_a_202_notification_records_the_operation_and_keeps_the_namespace_
 
 
 async def test_the_owner_follows_a_running_operation_then_publishes_its_end(
-    upstream_request: AsyncMock, writes_send: AsyncMock
+    upstream_request: AsyncMock, writes_send: AsyncMock, services: Services
 ) -> None:
     await apply_write_notifications([writes_message(accepted(), NS.encode())])
     upstream_request.return_value = answer(200, {"status": "running", "start_time": "x"})
@@ -77,17 +74,17 @@ async def test_the_owner_follows_a_running_operation_then_publishes_its_end(
     async with poll_due_namespaces.test_context() as agent:
         await agent.put(value=tick(PARTITION), partition=PARTITION)
         await eventually(lambda: upstream_request.await_count, "the operation poll")
-        await follower.drain()
+        await services.follower.drain()
         assert writes_send.await_count == 0, "running: nothing to say yet"
         assert upstream_request.await_args.args == ("GET", LOCATION)
 
-        follower._next_ms.clear()  # due again at once
+        services.follower._next_ms.clear()  # due again at once
         upstream_request.return_value = answer(
             200, {"status": "finished", "result": {"success": {"status": "OK"}}}
         )
         await agent.put(value=tick(PARTITION), partition=PARTITION)
         await eventually(lambda: writes_send.await_count, "the completion notification")
-        await follower.drain()
+        await services.follower.drain()
 
     [note] = sent_values(writes_send)
     assert note["namespace"] == NS and note["operation_finished"] == LOCATION
@@ -105,7 +102,7 @@ async def test_the_owner_follows_a_running_operation_then_publishes_its_end(
 
 @pytest.mark.parametrize("status", [404, 403])
 async def test_an_operation_upstream_does_not_know_is_ended_conservatively(
-    status: int, upstream_request: AsyncMock, writes_send: AsyncMock
+    status: int, upstream_request: AsyncMock, writes_send: AsyncMock, services: Services
 ) -> None:
     await apply_write_notifications([writes_message(accepted(), NS.encode())])
     upstream_request.return_value = answer(status, {"status": "error", "error": "no"})
@@ -113,13 +110,13 @@ async def test_an_operation_upstream_does_not_know_is_ended_conservatively(
     async with poll_due_namespaces.test_context() as agent:
         await agent.put(value=tick(PARTITION), partition=PARTITION)
         await eventually(lambda: writes_send.await_count, "the completion notification")
-        await follower.drain()
+        await services.follower.drain()
 
     assert sent_values(writes_send)[0]["operation_finished"] == LOCATION
 
 
 async def test_a_failing_upstream_is_retried_with_backoff_never_ended(
-    upstream_request: AsyncMock, writes_send: AsyncMock
+    upstream_request: AsyncMock, writes_send: AsyncMock, services: Services
 ) -> None:
     await apply_write_notifications([writes_message(accepted(), NS.encode())])
     upstream_request.return_value = answer(503, {"status": "error", "error": "busy"})
@@ -127,36 +124,36 @@ async def test_a_failing_upstream_is_retried_with_backoff_never_ended(
     async with poll_due_namespaces.test_context() as agent:
         await agent.put(value=tick(PARTITION), partition=PARTITION)
         await eventually(lambda: upstream_request.await_count, "the operation poll")
-        await follower.drain()
+        await services.follower.drain()
         await agent.put(value=tick(PARTITION), partition=PARTITION)  # backing off: not asked
 
     assert upstream_request.await_count == 1
     assert writes_send.await_count == 0
     assert list(freshness_table[NS].operations or {}) == [LOCATION]
     key = (NS, LOCATION)
-    assert follower._next_ms[key] >= now_ms() + settings.fast_poll_interval_ms
+    assert services.follower._next_ms[key] >= now_ms() + settings.fast_poll_interval_ms
 
 
 async def test_after_a_restart_the_follower_takes_its_operations_from_the_table(
-    upstream_request: AsyncMock, writes_send: AsyncMock
+    upstream_request: AsyncMock, writes_send: AsyncMock, services: Services
 ) -> None:
-    """The table is what survives (its changelog); the follower starts from it."""
+    """The table is what survives (its changelog); the services.follower starts from it."""
     freshness_table.data[NS] = Freshness(
         namespace=NS, status=IndexStatus.UPDATING.value, operations={LOCATION: now_ms()}
     )
-    follower.clear()  # as after a restart or a rebalance: nothing in memory
+    services.follower.clear()  # as after a restart or a rebalance: nothing in memory
     upstream_request.return_value = answer(200, {"status": "finished", "result": {"error": {}}})
 
     async with poll_due_namespaces.test_context() as agent:
         await agent.put(value=tick(PARTITION), partition=PARTITION)
         await eventually(lambda: writes_send.await_count, "the completion notification")
-        await follower.drain()
+        await services.follower.drain()
 
     assert sent_values(writes_send)[0]["operation_finished"] == LOCATION
 
 
 async def test_an_operation_older_than_the_limit_is_given_up_and_ended(
-    upstream_request: AsyncMock, writes_send: AsyncMock
+    upstream_request: AsyncMock, writes_send: AsyncMock, services: Services
 ) -> None:
     await apply_write_notifications([writes_message(accepted(1_000), NS.encode())])
     upstream_request.return_value = answer(200, {"status": "running", "start_time": "x"})
@@ -164,6 +161,6 @@ async def test_an_operation_older_than_the_limit_is_given_up_and_ended(
     async with poll_due_namespaces.test_context() as agent:
         await agent.put(value=tick(PARTITION), partition=PARTITION)
         await eventually(lambda: writes_send.await_count, "the completion notification")
-        await follower.drain()
+        await services.follower.drain()
 
     assert sent_values(writes_send)[0]["operation_finished"] == LOCATION

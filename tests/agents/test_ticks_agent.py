@@ -1,7 +1,7 @@
 """The ticks agent (`agents.ticks.poll_due_namespaces`): registrations and poll ticks.
 
 Polls run in background tasks (`Poller.start_due`); a test waits for the upstream call,
-then `poller.drain()`, inside the `test_context` block (leaving it cancels the agent).
+then `services.poller.drain()`, inside the `test_context` block (leaving it cancels the agent).
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from unittest.mock import AsyncMock
 import pytest
 from faust.types import TP
 
-from agents.ticks import poll_due_namespaces, poller, stop_polls_of_revoked_partitions
+from agents.ticks import poll_due_namespaces, stop_polls_of_revoked_partitions
 from agents.writes import apply_write_notifications
 from layer.app import app as layer_app
 from layer.app import settings, topics
 from layer.clock import now_ms
+from layer.services import Services
 from layer.upstream import (
     UpstreamBadResponse,
     UpstreamError,
@@ -127,7 +128,7 @@ async def test_a_registration_whose_observation_is_unreadable_only_registers(
 
 
 async def test_a_tick_polls_a_due_namespace_and_an_up_to_date_answer_makes_it_stable(
-    upstream_metadata: AsyncMock, stability_send: AsyncMock
+    upstream_metadata: AsyncMock, stability_send: AsyncMock, services: Services
 ) -> None:
     freshness_table.data[NS] = new_freshness(NS)
     upstream_metadata.return_value = metadata_answer("up-to-date", approx_row_count=3)
@@ -136,7 +137,7 @@ async def test_a_tick_polls_a_due_namespace_and_an_up_to_date_answer_makes_it_st
         before = now_ms()
         await agent.put(value=tick(PARTITION), partition=PARTITION)
         await eventually(lambda: upstream_metadata.await_count, "the upstream metadata call")
-        await poller.drain()
+        await services.poller.drain()
         after = now_ms()
 
     assert upstream_metadata.await_args.args == (NS,)
@@ -151,7 +152,7 @@ async def test_a_tick_polls_a_due_namespace_and_an_up_to_date_answer_makes_it_st
 
 
 async def test_a_registered_namespace_is_polled_on_the_next_tick_of_its_partition(
-    upstream_metadata: AsyncMock,
+    upstream_metadata: AsyncMock, services: Services
 ) -> None:
     upstream_metadata.return_value = metadata_answer("updating")
 
@@ -160,7 +161,7 @@ async def test_a_registered_namespace_is_polled_on_the_next_tick_of_its_partitio
         await eventually(lambda: freshness_table.get(NS), "the registered row")
         await agent.put(value=tick(PARTITION), partition=PARTITION)
         await eventually(lambda: upstream_metadata.await_count, "the upstream metadata call")
-        await poller.drain()
+        await services.poller.drain()
 
     upstream_metadata.assert_awaited_once()
     state = freshness_table[NS]
@@ -183,6 +184,7 @@ async def test_a_failed_poll_records_the_error_and_holds_status_and_watermark(
     stability_send: AsyncMock,
     error: UpstreamError,
     status: IndexStatus,
+    services: Services,
 ) -> None:
     freshness_table.data[NS] = Freshness(namespace=NS, status=status.value, last_write_ms=1_000)
     upstream_metadata.side_effect = error
@@ -190,7 +192,7 @@ async def test_a_failed_poll_records_the_error_and_holds_status_and_watermark(
     async with poll_due_namespaces.test_context() as agent:
         await agent.put(value=tick(PARTITION), partition=PARTITION)
         await eventually(lambda: upstream_metadata.await_count, "the upstream metadata call")
-        await poller.drain()
+        await services.poller.drain()
 
     state = freshness_table[NS]
     assert state.consecutive_errors == 1
@@ -202,7 +204,7 @@ async def test_a_failed_poll_records_the_error_and_holds_status_and_watermark(
 
 
 async def test_a_tick_does_not_poll_namespaces_of_other_partitions_or_not_yet_due(
-    upstream_metadata: AsyncMock,
+    upstream_metadata: AsyncMock, services: Services
 ) -> None:
     assert settings.topic_partitions >= 2, "needs two partitions (LAYER_TOPIC_PARTITIONS)"
     elsewhere = namespace_in_partition(0, prefix="other")
@@ -214,7 +216,7 @@ async def test_a_tick_does_not_poll_namespaces_of_other_partitions_or_not_yet_du
         await agent.put(value=tick(PARTITION), partition=PARTITION)
         await agent.put(value=registration("sentinel"), key=b"sentinel")
         await eventually(lambda: freshness_table.get("sentinel"), "the sentinel row")
-        await poller.drain()
+        await services.poller.drain()
 
     upstream_metadata.assert_not_awaited()
 
@@ -250,7 +252,7 @@ async def test_an_invalid_ticks_message_is_dead_lettered_and_the_agent_keeps_goi
 
 
 async def test_a_namespace_made_due_during_its_poll_is_polled_again_after_a_stale_answer(
-    upstream_metadata: AsyncMock,
+    upstream_metadata: AsyncMock, services: Services
 ) -> None:
     freshness_table.data[NS] = new_freshness(NS)
     answer = hold_upstream_answers(upstream_metadata)
@@ -274,20 +276,23 @@ async def test_a_namespace_made_due_during_its_poll_is_polled_again_after_a_stal
         await eventually(lambda: freshness_table.get("sentinel-1"), "the first sentinel")
         # Poll A answers; its answer is older than the observation: no state change.
         answer.set()
-        await poller.drain()
+        await services.poller.drain()
         assert freshness_table[NS].status == IndexStatus.UPDATING
         assert freshness_table[NS].next_poll_ms == 0, "still due now"
         # The next tick must poll it.
         await ticks.put(value=tick(PARTITION), partition=PARTITION)
         await ticks.put(value=registration("sentinel-2"), key=b"sentinel-2")
         await eventually(lambda: freshness_table.get("sentinel-2"), "the second sentinel")
-        await poller.drain()
+        await services.poller.drain()
 
     assert upstream_metadata.await_count == 2, "a due, updating namespace was never polled again"
 
 
 async def test_polls_of_revoked_partitions_end_without_writing_the_table(
-    upstream_metadata: AsyncMock, stability_send: AsyncMock, monkeypatch: pytest.MonkeyPatch
+    upstream_metadata: AsyncMock,
+    stability_send: AsyncMock,
+    monkeypatch: pytest.MonkeyPatch,
+    services: Services,
 ) -> None:
     """A poll answering after its partition was handed over must not write its row."""
     other_partition = (PARTITION + 1) % settings.topic_partitions
@@ -306,7 +311,7 @@ async def test_polls_of_revoked_partitions_end_without_writing_the_table(
             layer_app, revoked={TP(topics.ticks.get_topic_name(), PARTITION)}
         )
         answer.set()
-        await poller.drain()
+        await services.poller.drain()
 
     assert freshness_table[NS] == new_freshness(NS), "the revoked partition's poll wrote nothing"
     assert freshness_table[other].status == IndexStatus.STABLE, "the held partition's poll did"

@@ -14,7 +14,7 @@ import agents.writes
 from agents.writes import apply_write_notifications
 from layer.app import settings, topics
 from layer.events import partition_for
-from layer.metrics import metrics
+from layer.services import Services
 from tables.faust_tables import freshness_table
 from tables.freshness import Freshness, IndexStatus
 
@@ -59,8 +59,10 @@ async def test_a_record_timestamp_later_than_written_at_is_the_write_time() -> N
     )
 
 
-async def test_several_writes_to_one_namespace_in_a_batch_are_one_table_write() -> None:
-    writes_before = metrics.value("layer_table_writes_total")
+async def test_several_writes_to_one_namespace_in_a_batch_are_one_table_write(
+    services: Services,
+) -> None:
+    writes_before = services.metrics.value("layer_table_writes_total")
     await apply_write_notifications(
         [
             writes_message(write("products", written_at), b"products", offset=offset)
@@ -71,7 +73,7 @@ async def test_several_writes_to_one_namespace_in_a_batch_are_one_table_write() 
     state = freshness_table["products"]
     assert state.last_write_ms == 3_000, "the latest write time, whatever the order"
     assert state.status == IndexStatus.UPDATING
-    assert metrics.value("layer_table_writes_total") - writes_before == 1
+    assert services.metrics.value("layer_table_writes_total") - writes_before == 1
 
 
 async def test_an_older_write_in_a_later_batch_never_lowers_the_write_time() -> None:
@@ -176,9 +178,9 @@ async def test_a_dead_letter_keeps_a_non_utf8_value_as_base64(dead_letter_send: 
 
 
 async def test_an_invalid_notification_in_a_batch_does_not_drop_the_valid_ones(
-    dead_letter_send: AsyncMock,
+    dead_letter_send: AsyncMock, services: Services
 ) -> None:
-    notified_before = metrics.value("layer_write_notifications_total")
+    notified_before = services.metrics.value("layer_write_notifications_total")
     await apply_write_notifications(
         [
             writes_message(write("a", 1_000), b"a", offset=0),
@@ -193,17 +195,17 @@ async def test_an_invalid_notification_in_a_batch_does_not_drop_the_valid_ones(
     )
     assert "x" not in freshness_table
     dead_letter_send.assert_awaited_once()
-    assert metrics.value("layer_write_notifications_total") - notified_before == 2, (
+    assert services.metrics.value("layer_write_notifications_total") - notified_before == 2, (
         "valid ones counted"
     )
 
 
 async def test_a_notification_on_another_partition_is_forwarded_to_its_namespaces(
-    writes_send: AsyncMock,
+    writes_send: AsyncMock, services: Services
 ) -> None:
     """The row lives with the owner of the namespace's partition: applied here, the owner
     would never learn of the write."""
-    forwarded_before = metrics.value("layer_write_notifications_forwarded_total")
+    forwarded_before = services.metrics.value("layer_write_notifications_forwarded_total")
     own = partition_for("products", settings.topic_partitions)
     elsewhere = (own + 1) % settings.topic_partitions
     value = write("products", 1_000)
@@ -214,22 +216,24 @@ async def test_a_notification_on_another_partition_is_forwarded_to_its_namespace
 
     assert "products" not in freshness_table, "not applied on the wrong partition"
     writes_send.assert_awaited_once_with(key=b"products", value=value, partition=own, timestamp=2.5)
-    assert metrics.value("layer_write_notifications_forwarded_total") - forwarded_before == 1
+    assert (
+        services.metrics.value("layer_write_notifications_forwarded_total") - forwarded_before == 1
+    )
 
 
 async def test_a_batch_observes_its_size_and_each_applied_notifications_lag(
-    monkeypatch: pytest.MonkeyPatch, dead_letter_send: AsyncMock
+    monkeypatch: pytest.MonkeyPatch, dead_letter_send: AsyncMock, services: Services
 ) -> None:
     """Lag is applied time minus effective write time, per valid notification (coalesced or
     not); a write time ahead of Layer's clock is a lag of 0, never negative."""
     monkeypatch.setattr(agents.writes, "now_ms", lambda: 10_000)
 
     before = {
-        "lag_count": metrics.value("layer_notification_lag_seconds_count"),
-        "lag_sum": metrics.value("layer_notification_lag_seconds_sum"),
-        "lag_fastest": metrics.value("layer_notification_lag_seconds_bucket", le="0.005"),
-        "size_count": metrics.value("layer_write_batch_size_count"),
-        "size_sum": metrics.value("layer_write_batch_size_sum"),
+        "lag_count": services.metrics.value("layer_notification_lag_seconds_count"),
+        "lag_sum": services.metrics.value("layer_notification_lag_seconds_sum"),
+        "lag_fastest": services.metrics.value("layer_notification_lag_seconds_bucket", le="0.005"),
+        "size_count": services.metrics.value("layer_write_batch_size_count"),
+        "size_sum": services.metrics.value("layer_write_batch_size_sum"),
     }
     await apply_write_notifications(
         [
@@ -240,13 +244,16 @@ async def test_a_batch_observes_its_size_and_each_applied_notifications_lag(
         ]
     )
 
-    assert metrics.value("layer_write_batch_size_count") - before["size_count"] == 1
-    assert metrics.value("layer_write_batch_size_sum") - before["size_sum"] == 4, "every message"
-    assert metrics.value("layer_notification_lag_seconds_count") - before["lag_count"] == 3
-    assert metrics.value("layer_notification_lag_seconds_sum") - before["lag_sum"] == pytest.approx(
-        6 + 3 + 0
+    assert services.metrics.value("layer_write_batch_size_count") - before["size_count"] == 1
+    assert services.metrics.value("layer_write_batch_size_sum") - before["size_sum"] == 4, (
+        "every message"
     )
+    assert services.metrics.value("layer_notification_lag_seconds_count") - before["lag_count"] == 3
+    assert services.metrics.value("layer_notification_lag_seconds_sum") - before[
+        "lag_sum"
+    ] == pytest.approx(6 + 3 + 0)
     assert (
-        metrics.value("layer_notification_lag_seconds_bucket", le="0.005") - before["lag_fastest"]
+        services.metrics.value("layer_notification_lag_seconds_bucket", le="0.005")
+        - before["lag_fastest"]
         == 1
     ), "the write from the future counts as no lag"

@@ -15,6 +15,8 @@ import pytest
 from api.access import NamespaceAccess
 from api.auth import Credential, authenticate
 from api.errors import ApiError
+from layer.metrics import LayerMetrics
+from layer.readiness import Readiness
 from layer.settings import Settings, load_settings
 from layer.upstream import Upstream
 
@@ -63,9 +65,13 @@ def access(settings: Settings, calls: Counter[str], clock: Clock) -> NamespaceAc
         return httpx.Response(200, json=body)
 
     upstream = Upstream(
-        "http://upstream.test", timeout_ms=1000, transport=httpx.MockTransport(answer)
+        "http://upstream.test",
+        timeout_ms=1000,
+        metrics=LayerMetrics(),
+        transport=httpx.MockTransport(answer),
     )
-    return NamespaceAccess(upstream, settings, clock=clock)
+    readiness = Readiness(["layer-freshness-changelog"], settings.topic_partitions)
+    return NamespaceAccess(upstream, settings, readiness=readiness, clock=clock)
 
 
 def _credential(key: str, settings: Settings) -> Credential:

@@ -14,6 +14,7 @@ import pytest
 
 import layer.upstream as upstream_module
 from layer.errors import LayerError
+from layer.metrics import LayerMetrics
 from layer.upstream import (
     MAX_ERROR_CHARS,
     InvalidNamespace,
@@ -278,7 +279,12 @@ async def make_upstream() -> AsyncIterator[Callable[[Handler], Upstream]]:
     clients: list[Upstream] = []
 
     def make(handler: Handler) -> Upstream:
-        client = Upstream(BASE_URL + "/", timeout_ms=1_000, transport=httpx.MockTransport(handler))
+        client = Upstream(
+            BASE_URL + "/",
+            timeout_ms=1_000,
+            metrics=LayerMetrics(),
+            transport=httpx.MockTransport(handler),
+        )
         clients.append(client)
         return client
 
@@ -476,7 +482,9 @@ async def test_request_passes_extra_headers_and_keeps_its_own_authorization(
 
 
 def test_base_url_trailing_slash_is_dropped() -> None:
-    client = Upstream("https://gcp-us-central1.turbopuffer.com///", timeout_ms=1_000)
+    client = Upstream(
+        "https://gcp-us-central1.turbopuffer.com///", timeout_ms=1_000, metrics=LayerMetrics()
+    )
     assert client.base_url == "https://gcp-us-central1.turbopuffer.com"
 
 
