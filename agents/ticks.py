@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -41,8 +43,8 @@ __all__ = ["Poller", "poll_due_namespaces", "publish_poll_ticks"]
 
 log = logging.getLogger(__name__)
 
-#: Polls started per tick per partition at most: a backlog drains over several ticks
-#: instead of flooding the concurrency slots in one go.
+#: Polls of written namespaces started per tick per partition at most: a backlog drains over
+#: several ticks instead of flooding the concurrency slots in one go.
 MAX_POLLS_PER_TICK = 1000
 
 
@@ -59,43 +61,85 @@ class Poller:
         api_key: str,
         concurrency: int,
         max_rps: float,
+        tick_interval_ms: int,
+        owned_partitions: Callable[[], int],
     ):
         self.upstream = upstream
         self._schedule = schedule
         self._policy = policy
         self._metrics = metrics
         self._api_key = api_key
+        self._concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
         self._rate = TokenBucket(max_rps)
+        #: Tokens one tick interval brings; a partition's tick may spend its share of them on
+        #: re-confirmations, so that every partition gets its share, not the first ticked.
+        self._tokens_per_tick = max_rps * tick_interval_ms / 1000
+        self._owned_partitions = owned_partitions
         self._in_flight: set[str] = set()
         self._tasks: dict[asyncio.Task[None], int] = {}  # poll → its namespace's partition
+        #: Polls of written namespaces started and still waiting for a slot or a token.
+        self._written_waiting = 0
 
     def start_due(self, partition: int) -> int:
-        """Start polls for the due namespaces of `partition`; return how many started."""
+        """Start polls for the due namespaces of `partition`; return how many started.
+
+        Written namespaces first, all that are due (up to `MAX_POLLS_PER_TICK`); then stable
+        ones to re-confirm, oldest first, only as many as can start at once with a free slot
+        and a rate token in hand: re-confirmations never queue, so a written namespace never
+        waits behind them, and those the budget cannot take stay in the schedule.
+        """
         if not self._schedule.has_partition(partition):
             reload_schedule()
-
-        def current_next_poll(namespace: str) -> int | None:
-            state = freshness_table.get(namespace)
-            return state.next_poll_ms if state is not None else None
-
-        due = self._schedule.pop_due(partition, now_ms(), current_next_poll, MAX_POLLS_PER_TICK)
-        started = 0
-        for namespace in due:
-            if namespace in self._in_flight:
-                continue
-            self._in_flight.add(namespace)
-            task = asyncio.create_task(self._poll(namespace, partition))
-            self._tasks[task] = partition
-            task.add_done_callback(self._forget)
-            started += 1
+        now = now_ms()
+        due = self._schedule.pop_due(partition, now, _current_next_poll, MAX_POLLS_PER_TICK)
+        started = sum(self._start(namespace, partition, confirmation=False) for namespace in due)
+        budget = self._confirmation_budget()
+        if budget:
+            confirm = self._schedule.pop_due(
+                partition, now, _current_next_poll, budget, confirmations=True
+            )
+            started += sum(self._start(ns, partition, confirmation=True) for ns in confirm)
         self._metrics.polls.inc(started)
         return started
 
-    async def _poll(self, namespace: str, partition: int) -> None:
+    def _confirmation_budget(self) -> int:
+        """How many stable namespaces of the ticked partition may be re-confirmed now."""
+        # Polls of written namespaces not started yet will take a slot (counted in _tasks)
+        # and a token each before any confirmation may.
+        free_slots = self._concurrency - len(self._tasks)
+        spare_tokens = self._rate.available() - self._written_waiting
+        share = math.ceil(self._tokens_per_tick / max(1, self._owned_partitions()))
+        return max(0, min(free_slots, spare_tokens, share))
+
+    def _start(self, namespace: str, partition: int, *, confirmation: bool) -> bool:
+        if namespace in self._in_flight:
+            return False
+        if confirmation:
+            self._rate.try_acquire()  # available: the budget counted it
+            self._observe_confirmation_age(namespace)
+        else:
+            self._written_waiting += 1
+        self._in_flight.add(namespace)
+        task = asyncio.create_task(self._poll(namespace, partition, confirmation))
+        self._tasks[task] = partition
+        task.add_done_callback(self._forget)
+        return True
+
+    def _observe_confirmation_age(self, namespace: str) -> None:
+        state = freshness_table.get(namespace)
+        if state is not None and state.last_observed_ms is not None:
+            age_ms = max(0, now_ms() - state.last_observed_ms)
+            self._metrics.confirmation_age_seconds.observe(age_ms / 1000)
+
+    async def _poll(self, namespace: str, partition: int, confirmation: bool) -> None:
+        waiting = not confirmation  # a written namespace's poll waits for a slot and a token
         try:
             async with self._slots:
-                await self._rate.acquire()
+                if waiting:
+                    await self._rate.acquire()
+                    waiting = False
+                    self._written_waiting -= 1
                 started_at, timer = now_ms(), time.perf_counter()
                 transition = await self._observe(namespace, started_at)
             await apply_transition(namespace, partition, transition)
@@ -103,12 +147,16 @@ class Poller:
         except Exception:  # a poll must never take the agent down with it
             log.exception("poll of %s failed unexpectedly", namespace)
         finally:
+            if waiting:  # cancelled before it got its slot and token
+                self._written_waiting -= 1
             self._in_flight.discard(namespace)
             # The tick that started this poll consumed the namespace's schedule entry, and so
             # may ticks that met it in flight; the result may not have changed the row (a
             # stale answer), so put it back at whatever time the table now says.
             if (state := freshness_table.get(namespace)) is not None:
-                self._schedule.schedule(partition, namespace, state.next_poll_ms)
+                self._schedule.schedule(
+                    partition, namespace, state.next_poll_ms, confirmation=state.is_stable
+                )
 
     async def _observe(self, namespace: str, started_at: int) -> Transition:
         """Call upstream once; return the transition its answer (or failure) means."""
@@ -159,6 +207,12 @@ class Poller:
             task.cancel()
         if doomed:
             await asyncio.gather(*doomed, return_exceptions=True)
+
+
+def _current_next_poll(namespace: str) -> int | None:
+    """The table's `next_poll_ms` of `namespace` (None: gone), for the schedule's re-check."""
+    state = freshness_table.get(namespace)
+    return state.next_poll_ms if state is not None else None
 
 
 def _registration(message: Registration, policy: WatcherPolicy) -> Transition:

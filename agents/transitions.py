@@ -35,14 +35,16 @@ def partition_of(namespace: str) -> int:
 
 
 def reload_schedule() -> None:
-    """Rebuild the due schedule from the table (after recovery, for the partitions held)."""
-    by_partition: dict[int, list[tuple[int, str]]] = {
-        partition: [] for partition in range(settings.topic_partitions)
-    }
+    """Rebuild the due schedule from the table (after recovery, for the partitions held):
+    stable namespaces in the confirmation lane, the others in the written lane."""
+    partitions = range(settings.topic_partitions)
+    written: dict[int, list[tuple[int, str]]] = {partition: [] for partition in partitions}
+    confirm: dict[int, list[tuple[int, str]]] = {partition: [] for partition in partitions}
     for namespace, state in freshness_table.items():
-        by_partition[partition_of(namespace)].append((state.next_poll_ms, namespace))
-    for partition, entries in by_partition.items():
-        app.services.due_schedule.load(partition, entries)
+        lane = confirm if state.is_stable else written
+        lane[partition_of(namespace)].append((state.next_poll_ms, namespace))
+    for partition in partitions:
+        app.services.due_schedule.load(partition, written[partition], confirm[partition])
 
 
 def _stability_event(prev: Freshness | None, new: Freshness) -> StabilityChange | None:
@@ -72,7 +74,9 @@ async def apply_transition(namespace: str, partition: int, transition: Transitio
     services.metrics.table_writes.inc()
     # Always, not only when next_poll_ms moved: a poll consumed the namespace's entry, and
     # its result may leave next_poll_ms where it was (stale entries are dropped on pop).
-    services.due_schedule.schedule(partition, namespace, new.next_poll_ms)
+    services.due_schedule.schedule(
+        partition, namespace, new.next_poll_ms, confirmation=new.is_stable
+    )
     history = record_snapshot(
         snapshots_table.get(namespace), prev, new, limit=settings.snapshot_history_limit
     )

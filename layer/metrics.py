@@ -42,6 +42,12 @@ LATENCY_BUCKETS_S = (
 LAG_BUCKETS_S = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0
 )  # fmt: skip
+#: Age of a stable namespace's confirmation when it is re-confirmed: the slow interval (60 s)
+#: when the upstream budget keeps up, more when there are more stable namespaces than it can
+#: re-confirm per interval (tables/schedule.py: the confirmation lane falls behind).
+CONFIRMATION_AGE_BUCKETS_S = (
+    1.0, 5.0, 15.0, 30.0, 60.0, 65.0, 75.0, 90.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0
+)  # fmt: skip
 #: Messages per writes batch: one under light load, up to a whole fetch (5,000 at most,
 #: layer.batch_consumer.MAX_RECORDS_PER_FETCH) behind a backlog.
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
@@ -116,6 +122,13 @@ class LayerMetrics:
             "One watcher poll, from its start (concurrency slot and rate token taken) to its "
             "result applied to the table.",
             buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.confirmation_age_seconds = Histogram(
+            "layer_confirmation_age_seconds",
+            "Per re-confirmation poll of a stable namespace: how old its latest upstream "
+            "observation was when the poll started.",
+            buckets=CONFIRMATION_AGE_BUCKETS_S,
             registry=registry,
         )
         self.notification_lag_seconds = Histogram(

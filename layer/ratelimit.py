@@ -30,6 +30,14 @@ class TokenBucket:
         self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
         self._updated = now
 
+    def available(self) -> int:
+        """Whole tokens that could be taken right now without waiting (0 while paused)."""
+        now = self._clock()
+        if now < self._paused_until:
+            return 0
+        self._refill(now)
+        return int(self._tokens)
+
     def try_acquire(self) -> float:
         """Take a token if one is there (returns 0.0), else the seconds to wait for one."""
         now = self._clock()

@@ -103,6 +103,8 @@ def build_services(settings: Settings) -> Services:
             api_key=watcher_key,
             concurrency=settings.poll_concurrency,
             max_rps=settings.upstream_max_rps,
+            tick_interval_ms=settings.tick_interval_ms,
+            owned_partitions=lambda: len(readiness.owned()),
         ),
         follower=OperationFollower(
             upstream, api_key=watcher_key, interval_ms=settings.fast_poll_interval_ms

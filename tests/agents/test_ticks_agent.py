@@ -16,6 +16,7 @@ from agents.writes import apply_write_notifications
 from layer.app import app as layer_app
 from layer.app import settings, topics
 from layer.clock import now_ms
+from layer.events import partition_for
 from layer.services import Services
 from layer.upstream import (
     UpstreamBadResponse,
@@ -318,3 +319,53 @@ async def test_polls_of_revoked_partitions_end_without_writing_the_table(
     flushes.assert_awaited()
     [event] = sent_values(stability_send)
     assert event["namespace"] == other
+
+
+async def test_written_namespaces_are_polled_first_and_confirmations_oldest_first_within_budget(
+    upstream_metadata: AsyncMock, services: Services
+) -> None:
+    """More stable namespaces overdue than the budget can re-confirm: the written one is polled
+    at once, and only as many confirmations start as have a free slot and a token, oldest
+    first; the rest stay in the schedule (tables/schedule.py, the confirmation lane)."""
+    now = now_ms()
+    stable = _names_in_partition(PARTITION, "stable", 200)
+    for age, namespace in enumerate(stable):  # stable[0] is the oldest confirmation
+        observed = now - 10 * settings.slow_poll_interval_ms + age
+        freshness_table.data[namespace] = Freshness(
+            namespace=namespace,
+            status=IndexStatus.STABLE.value,
+            stable_as_of=observed - MARGIN,
+            last_observed_ms=observed,
+            last_poll_ms=observed,
+            next_poll_ms=observed + settings.slow_poll_interval_ms,
+        )
+    written = namespace_in_partition(PARTITION, "written")
+    freshness_table.data[written] = Freshness(
+        namespace=written, status=IndexStatus.UPDATING.value, last_write_ms=now, next_poll_ms=now
+    )
+    answer = hold_upstream_answers(upstream_metadata)
+
+    async with poll_due_namespaces.test_context() as agent:
+        await agent.put(value=tick(PARTITION), partition=PARTITION)
+        await eventually(lambda: upstream_metadata.await_count, "the first poll")
+        first_polled = upstream_metadata.await_args_list[0].args[0]
+        polled = {call.args[0] for call in upstream_metadata.await_args_list}
+        answer.set()
+        await services.poller.drain()
+
+    assert first_polled == written, "the written namespace goes before every confirmation"
+    budget = settings.poll_concurrency - 1  # the written namespace's poll holds one slot
+    assert polled - {written} == set(stable[:budget]), "the oldest confirmations, no more"
+    assert services.metrics.value("layer_confirmation_age_seconds_count") == budget
+    assert services.metrics.value("layer_polls_total") == budget + 1
+
+
+def _names_in_partition(partition: int, prefix: str, count: int) -> list[str]:
+    names = []
+    i = 0
+    while len(names) < count:
+        name = f"{prefix}-{i}"
+        if partition_for(name, settings.topic_partitions) == partition:
+            names.append(name)
+        i += 1
+    return names

@@ -34,6 +34,7 @@ LAYER_METRICS = {
     "layer_notify_pending": "gauge",
     "layer_upstream_request_seconds": "histogram",
     "layer_poll_seconds": "histogram",
+    "layer_confirmation_age_seconds": "histogram",
     "layer_notification_lag_seconds": "histogram",
     "layer_http_request_seconds": "histogram",
     "layer_write_batch_size": "histogram",

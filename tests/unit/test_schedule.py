@@ -178,3 +178,31 @@ def test_pop_due_agrees_with_scanning_the_table(
         popped.extend(batch)
     assert sorted(popped) == sorted(ns for _, ns in due_by_scan)
     assert len(popped) == len(set(popped)), "a namespace is due once per change"
+
+
+def test_the_written_lane_is_never_behind_an_overdue_confirmation_lane() -> None:
+    """Stable namespaces overdue for re-confirmation do not delay a written one: it has a
+    heap of its own, and confirmations come out of theirs oldest first, as asked."""
+    table = {f"stable-{i}": i for i in range(1_000)} | {"written": 5_000}
+    schedule = DueSchedule()
+    schedule.load(
+        0,
+        [(table["written"], "written")],
+        confirmations=[(when, ns) for ns, when in table.items() if ns != "written"],
+    )
+    lookup = table_lookup(table)
+    assert schedule.pop_due(0, 5_000, lookup, limit=10) == ["written"]
+    oldest = schedule.pop_due(0, 5_000, lookup, limit=3, confirmations=True)
+    assert oldest == ["stable-0", "stable-1", "stable-2"]
+    assert len(schedule) == 997, "the confirmations the budget did not take stay scheduled"
+
+
+def test_a_namespace_moves_lanes_when_its_time_is_scheduled_again() -> None:
+    table = {"a": 100}
+    schedule = DueSchedule()
+    schedule.load(0, [], confirmations=[(100, "a")])
+    table["a"] = 150  # written: due again, in the written lane
+    schedule.schedule(0, "a", 150)
+    lookup = table_lookup(table)
+    assert schedule.pop_due(0, 200, lookup, limit=10, confirmations=True) == [], "stale there"
+    assert schedule.pop_due(0, 200, lookup, limit=10) == ["a"]
