@@ -21,10 +21,16 @@ from faust.types import TP, EventT, StreamT
 from pydantic import ValidationError
 
 from agents.dead_letters import dead_letter
-from agents.transitions import Transition, apply_transition, reload_schedule
+from agents.transitions import Transition, apply_transition, partition_of, reload_schedule
 from layer.app import app, on, settings, topics
 from layer.clock import now_ms
-from layer.events import CacheActivity, PollTick, Registration, parse_tick_message
+from layer.events import (
+    CacheActivity,
+    PollTick,
+    Registration,
+    Registrations,
+    parse_tick_message,
+)
 from layer.metrics import LayerMetrics
 from layer.ratelimit import TokenBucket
 from layer.upstream import Upstream, UpstreamError, UpstreamStatusError
@@ -251,6 +257,17 @@ async def handle_tick_event(event: EventT[bytes]) -> None:
         await apply_transition(
             message.namespace, partition, _registration(message, services.policy)
         )
+    elif isinstance(message, Registrations):
+        for registration in message.registrations:
+            if partition_of(registration.namespace) != partition:
+                log.warning(
+                    "registration of %s on another partition: ignored", registration.namespace
+                )
+                continue  # its namespace's owner would never see it; the next read registers it
+            services.metrics.registrations.inc()
+            await apply_transition(
+                registration.namespace, partition, _registration(registration, services.policy)
+            )
     else:
         services.poller.start_due(partition)
         services.follower.start_due(partition)  # asynchronous upstream writes

@@ -43,7 +43,7 @@ from api.replica import not_ready, owner_url, post_to_owner
 from api.shapes import layer_block, listing_row, state_row
 from layer.app import app, settings
 from layer.errors import LayerError
-from layer.events import NAMESPACE_PATTERN
+from layer.events import NAMESPACE_PATTERN, Registration
 from layer.upstream import MAX_ERROR_CHARS, validate_namespace
 from tables.faust_tables import freshness_table
 from tables.freshness import Freshness, ReadEvidence
@@ -146,6 +146,7 @@ async def rows_here(
 
     services = app.services
     warming = services.listing.warming
+    registrations: list[Registration] = []
 
     async def one(name: str) -> NamespaceRow:
         state = freshness_table.get(name)
@@ -154,14 +155,17 @@ async def rows_here(
             return state_row(name, state, local_block(name), warm_inflight=name in warming)
         async with slots:
             try:
-                body, block = await observe_namespace(name, credential)
+                body, block = await observe_namespace(name, credential, registrations=registrations)
             except (LayerError, ValueError, KeyError) as exc:
                 if isinstance(exc, ApiError) and exc.status == 503:
                     raise
                 return _failed_row(name, True, credential, exc)
         return listing_row(name, body, block, warm_inflight=name in warming)
 
-    return list(await asyncio.gather(*(one(name) for name in names)))
+    try:
+        return list(await asyncio.gather(*(one(name) for name in names)))
+    finally:
+        services.read_events.send_registrations(registrations)
 
 
 async def _rows_of_owner(owner: str, names: list[str], authorization: str) -> list[NamespaceRow]:

@@ -24,6 +24,7 @@ from api.replica import forward_to_owner, read_route
 from api.shapes import layer_block, metadata_body, with_evidence
 from layer.app import app, settings
 from layer.clock import now_ms
+from layer.events import Registration
 from layer.upstream import UpstreamBadResponse, parse_metadata, validate_namespace
 from tables.faust_tables import freshness_table
 from tables.freshness import ReadEvidence, cache_temperature
@@ -57,9 +58,11 @@ def local_block(namespace: str, *, upstream_up_to_date: bool | None = None) -> L
 
 
 async def observe_namespace(
-    namespace: str, credential: Credential
+    namespace: str, credential: Credential, *, registrations: list[Registration] | None = None
 ) -> tuple[dict[str, Any], LayerBlock | None]:
     """Fetch upstream metadata with the caller's key, tell the watcher, and pair it with `layer`.
+
+    The watcher is told at once, or through `registrations` (a listing page's batch).
 
     The answer fetched here is evidence for this very answer: `updating` upstream means not
     stable here, whatever the table says (the watcher hears of it as an event). A caller
@@ -81,7 +84,7 @@ async def observe_namespace(
     except UpstreamBadResponse:
         observation = None
     services.read_events.register_read(
-        namespace, freshness_table.get(namespace), observation, started_at
+        namespace, freshness_table.get(namespace), observation, started_at, batch=registrations
     )
     up_to_date = observation is not None and observation.index_status == "up-to-date"
     return body, local_block(namespace, upstream_up_to_date=up_to_date)

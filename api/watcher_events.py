@@ -11,7 +11,14 @@ from cachetools import TTLCache
 
 from layer.app import topics
 from layer.clock import now_ms
-from layer.events import CacheActivity, ObservedIndex, Registration
+from layer.events import (
+    MAX_REGISTRATIONS_PER_MESSAGE,
+    CacheActivity,
+    ObservedIndex,
+    Registration,
+    Registrations,
+    partition_for,
+)
 from tables.freshness import Freshness, IndexObservation, read_observation_is_news
 
 __all__ = ["CACHE_ACTIVITY_EVERY_MS", "ReadEvents"]
@@ -31,7 +38,8 @@ class ReadEvents:
     sent at most once per fast poll interval, cache activity once per `CACHE_ACTIVITY_EVERY_MS`.
     """
 
-    def __init__(self, registration_every_ms: int) -> None:
+    def __init__(self, registration_every_ms: int, *, partitions: int) -> None:
+        self._partitions = partitions
         self._registrations: TTLCache[tuple[str, str | None], bool] = TTLCache(
             maxsize=THROTTLE_ENTRIES, ttl=registration_every_ms / 1000
         )
@@ -45,8 +53,11 @@ class ReadEvents:
         state: Freshness | None,
         observation: IndexObservation | None,
         started_at_ms: int,
+        *,
+        batch: list[Registration] | None = None,
     ) -> None:
-        """Send a registration for `namespace` if the read is news to the watcher."""
+        """Register `namespace` with the watcher if the read is news to it: sent at once, or
+        added to `batch` (a listing page's, sent by `send_registrations`)."""
         if observation is None:
             if state is not None:
                 return
@@ -60,7 +71,23 @@ class ReadEvents:
             return
         self._registrations[key] = True
         message = Registration(namespace=namespace, observed_at_ms=now_ms(), observation=observed)
-        _send_soon(namespace, message.model_dump_json().encode())
+        if batch is not None:
+            batch.append(message)
+        else:
+            _send_soon(message.model_dump_json().encode(), key=namespace.encode())
+
+    def send_registrations(self, batch: list[Registration]) -> None:
+        """Send a page's registrations as one `register_many` message per partition: a fresh
+        organisation's listing must not put a thousand messages in front of the poll ticks."""
+        by_partition: dict[int, list[Registration]] = {}
+        for message in batch:
+            partition = partition_for(message.namespace, self._partitions)
+            by_partition.setdefault(partition, []).append(message)
+        for partition, messages in by_partition.items():
+            for start in range(0, len(messages), MAX_REGISTRATIONS_PER_MESSAGE):
+                chunk = messages[start : start + MAX_REGISTRATIONS_PER_MESSAGE]
+                value = Registrations(registrations=chunk).model_dump_json().encode()
+                _send_soon(value, partition=partition)
 
     def record_cache_activity(self, namespace: str) -> None:
         """Tell the watcher a cache warm or a query on `namespace` just succeeded upstream."""
@@ -68,9 +95,9 @@ class ReadEvents:
             return
         self._cache_activity[namespace] = True
         message = CacheActivity(namespace=namespace, at_ms=now_ms())
-        _send_soon(namespace, message.model_dump_json().encode())
+        _send_soon(message.model_dump_json().encode(), key=namespace.encode())
 
 
-def _send_soon(namespace: str, value: bytes) -> None:
+def _send_soon(value: bytes, *, key: bytes | None = None, partition: int | None = None) -> None:
     """Hand the event to the producer's buffer: a read never waits on Kafka for it."""
-    topics.ticks.send_soon(key=namespace.encode(), value=value)
+    topics.ticks.send_soon(key=key, value=value, partition=partition)

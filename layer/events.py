@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from tables.freshness import IndexObservation
 
 __all__ = [
+    "MAX_REGISTRATIONS_PER_MESSAGE",
     "NAMESPACE_PATTERN",
     "CacheActivity",
     "DeadLetter",
@@ -29,6 +30,7 @@ __all__ = [
     "OperationStarted",
     "PollTick",
     "Registration",
+    "Registrations",
     "StabilityChange",
     "TickMessage",
     "WriteNotification",
@@ -154,6 +156,22 @@ class Registration(_Event):
     observation: ObservedIndex | None = None
 
 
+#: Registrations one `register_many` message carries at most (a listing page holds ≤ 1000).
+MAX_REGISTRATIONS_PER_MESSAGE = 1000
+
+
+class Registrations(_Event):
+    """`{prefix}.ticks`, kind `register_many`: namespaces first seen on one listing page.
+
+    No key: sent to the partition every one of its namespaces belongs to (one message per
+    partition per page, instead of one per namespace in front of the poll ticks).
+    """
+
+    version: Literal[1] = 1
+    kind: Literal["register_many"] = "register_many"
+    registrations: list[Registration] = Field(max_length=MAX_REGISTRATIONS_PER_MESSAGE)
+
+
 class CacheActivity(_Event):
     """`{prefix}.ticks`, kind `cache`: a warm or a query succeeded upstream. Key: namespace."""
 
@@ -163,7 +181,9 @@ class CacheActivity(_Event):
     at_ms: EpochMs
 
 
-TickMessage = Annotated[PollTick | Registration | CacheActivity, Field(discriminator="kind")]
+TickMessage = Annotated[
+    PollTick | Registration | Registrations | CacheActivity, Field(discriminator="kind")
+]
 #: mypy reads an `Annotated` union as a value, not a type (whether it says so depends on the
 #: order it checks modules in), hence the cast; `parse_tick_message` declares the result.
 _tick_adapter: TypeAdapter[Any] = TypeAdapter(cast(Any, TickMessage))
@@ -216,7 +236,11 @@ def parse_write_notification(raw: bytes | None) -> WriteNotification:
     return WriteNotification.model_validate_json(raw or b"")
 
 
-def parse_tick_message(raw: bytes | None) -> PollTick | Registration | CacheActivity:
+def parse_tick_message(
+    raw: bytes | None,
+) -> PollTick | Registration | Registrations | CacheActivity:
     """Validate a `ticks` message (raises pydantic.ValidationError with the reason)."""
-    message: PollTick | Registration | CacheActivity = _tick_adapter.validate_json(raw or b"")
+    message: PollTick | Registration | Registrations | CacheActivity = _tick_adapter.validate_json(
+        raw or b""
+    )
     return message

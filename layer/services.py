@@ -118,7 +118,10 @@ def build_services(settings: Settings) -> Services:
         operations=Operations(settings.web_url.rstrip("/")),
         access=NamespaceAccess(upstream, settings, readiness=readiness),
         listing=ListingState(settings.namespace_list_cache_ttl_ms),
-        read_events=ReadEvents(registration_every_ms=settings.fast_poll_interval_ms),
+        read_events=ReadEvents(
+            registration_every_ms=settings.fast_poll_interval_ms,
+            partitions=settings.topic_partitions,
+        ),
         in_flight=InFlight(),
         stability_hub=StabilityHub(settings, readiness=readiness),
     )

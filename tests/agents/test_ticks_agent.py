@@ -6,6 +6,7 @@ then `services.poller.drain()`, inside the `test_context` block (leaving it canc
 
 from __future__ import annotations
 
+import json
 from unittest.mock import AsyncMock
 
 import pytest
@@ -369,3 +370,23 @@ def _names_in_partition(partition: int, prefix: str, count: int) -> list[str]:
             names.append(name)
         i += 1
     return names
+
+
+async def test_a_register_many_message_registers_each_namespace_of_its_partition(
+    stability_send: AsyncMock, services: Services
+) -> None:
+    """A listing page's registrations arrive as one message per partition; an entry whose
+    namespace belongs elsewhere is ignored (its owner would never see the row)."""
+    here = _names_in_partition(PARTITION, "page", 3)
+    elsewhere = namespace_in_partition(0 if PARTITION else 1, "page-elsewhere")
+    entries = [json.loads(registration(name)) for name in [*here, elsewhere]]
+    entries[0]["observation"] = {"started_at_ms": 900, "index": {"status": "up-to-date"}}
+    value = json.dumps({"kind": "register_many", "registrations": entries}).encode()
+
+    async with poll_due_namespaces.test_context() as agent:
+        await agent.put(value=value, partition=PARTITION)
+
+    assert freshness_table[here[0]].status == IndexStatus.STABLE, "its observation applied"
+    assert [freshness_table[name] for name in here[1:]] == [new_freshness(n) for n in here[1:]]
+    assert elsewhere not in freshness_table
+    assert services.metrics.value("layer_registrations_total") == 3
