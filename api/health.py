@@ -38,12 +38,14 @@ class Readyz(web.View):
             reason = "no partitions assigned yet"
         else:
             reason = "recovering tables"
+        progress = readiness.recovery_progress()
         return self.json(
             {
                 "status": "error",
                 "error": f"worker not ready: {reason}",
                 "ready_partitions": ready,
-                "recovering": [p.model_dump() for p in readiness.recovery_progress()],
+                "recovering": [p.model_dump() for p in progress],
+                "replay": readiness.replay_summary(progress).model_dump(),
             },
             status=503,
         )

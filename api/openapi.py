@@ -54,7 +54,7 @@ from api.models import (
 from api.snapshots import DEFAULT_PAGE, MAX_EPOCH_MS, MAX_PAGE
 from layer.app import app
 from layer.events import NAMESPACE_PATTERN
-from layer.readiness import PartitionProgress
+from layer.readiness import PartitionProgress, ReplaySummary
 
 __all__ = ["EXAMPLE_NAMESPACE", "NotReadyBody", "OpenApi", "ReadyBody", "openapi_document"]
 
@@ -75,6 +75,7 @@ class NotReadyBody(BaseModel):
     error: str
     ready_partitions: list[int]
     recovering: list[PartitionProgress]
+    replay: ReplaySummary
 
 
 _MODELS: list[type[BaseModel]] = [

@@ -42,6 +42,7 @@ __all__ = [
     "EmulatorProcess",
     "WorkerProcess",
     "base_env",
+    "count_batches",
     "create_topics",
     "machine_info",
     "percentiles",
@@ -185,6 +186,75 @@ async def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -
         )
     finally:
         await admin.close()
+
+
+async def count_batches(
+    bootstrap: str, topic: str, partitions: int, timeout_s: float = 60.0
+) -> dict[str, Any]:
+    """Records and record batches of `topic`, read from the start with a plain consumer.
+
+    The embedded broker stores one object per batch, and its fetch cost grows with the batch
+    count of a partition (BENCHMARKS.md, issue 17), so this is what a recovery will cost it.
+    Counts what was read within `timeout_s` (`complete` says whether that was everything).
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.consumer import fetcher
+
+    batches: collections.Counter[int] = collections.Counter()
+    original_init = fetcher.PartitionRecords.__init__
+
+    class CountingRecords:
+        def __init__(self, partition: int, records: Any) -> None:
+            self._partition, self._records = partition, records
+
+        def has_next(self) -> bool:
+            return bool(self._records.has_next())
+
+        def next_batch(self) -> Any:
+            batches[self._partition] += 1
+            return self._records.next_batch()
+
+    def counting_init(self: Any, tp: Any, records: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, tp, CountingRecords(tp.partition, records), *args, **kwargs)
+
+    fetcher.PartitionRecords.__init__ = counting_init  # type: ignore[method-assign]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=20
+    )
+    await consumer.start()
+    records: collections.Counter[int] = collections.Counter()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout_s
+        complete = False
+        while time.monotonic() < deadline:
+            fetched = await consumer.getmany(timeout_ms=500, max_records=50_000)
+            for tp, messages in fetched.items():
+                records[tp.partition] += len(messages)
+            # ListOffsets on the embedded broker may stop short (NOTES-kafka.md §2): the
+            # fetch high watermark is the truth.
+            positions = {tp: await consumer.position(tp) for tp in tps}
+            if all(
+                consumer.highwater(tp) is not None
+                and positions[tp] >= max(ends[tp], consumer.highwater(tp) or 0)
+                for tp in tps
+            ):
+                complete = True
+                break
+    finally:
+        await consumer.stop()
+        fetcher.PartitionRecords.__init__ = original_init  # type: ignore[method-assign]
+    n_records, n_batches = sum(records.values()), sum(batches.values())
+    return {
+        "records": n_records,
+        "batches": n_batches,
+        "records_per_batch": round(n_records / n_batches, 1) if n_batches else None,
+        "max_batches_in_a_partition": max(batches.values(), default=0),
+        "complete": complete,
+    }
 
 
 def notification(namespace: str, written_at_ms: int) -> bytes:

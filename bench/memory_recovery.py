@@ -1,6 +1,7 @@
 """Benchmark 4: memory per tracked namespace, and table recovery time after a restart.
 
-    .venv/bin/python bench/memory_recovery.py --namespaces 100000 [--profile]
+    .venv/bin/python bench/memory_recovery.py --namespaces 100000 [--profile] [--partitions 8]
+        [--batch-stats] [--env LAYER_SETTING=value ...]
 
 1. A fresh worker; its RSS (VmRSS, /proc/PID/status) once ready and idle. Then one write
    notification for each of N distinct namespaces (notifications create rows without the
@@ -10,6 +11,9 @@
    default memory store the freshness changelog is replayed; with `--store rocksdb://` it
    reopens the first worker's data directory. Time from spawn to `GET /readyz` = 200.
    `--profile` records the recovering worker with py-spy.
+   `--batch-stats` first reads the freshness changelog with a plain consumer and counts its
+   records and record batches (the embedded broker's fetch cost grows with the batches of a
+   partition: BENCHMARKS.md, "Scale: a million namespaces").
 3. A sample of namespaces that do exist in the emulator is read back through the restarted
    worker: each row's `last_write_ms` must cover the notification sent for it.
 
@@ -33,6 +37,7 @@ from harness import (
     EmulatorProcess,
     WorkerProcess,
     base_env,
+    count_batches,
     create_topics,
     notification,
     print_header,
@@ -92,6 +97,17 @@ def main() -> None:
     parser.add_argument("--namespaces", type=int, default=100_000)
     parser.add_argument("--profile", action="store_true", help="py-spy the recovering worker")
     parser.add_argument("--timeout", type=float, default=240)
+    parser.add_argument("--partitions", type=int, default=PARTITIONS)
+    parser.add_argument(
+        "--batch-stats", action="store_true", help="count the changelog's record batches"
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra setting for both workers (repeatable)",
+    )
     parser.add_argument(
         "--store",
         default="memory://",
@@ -102,10 +118,10 @@ def main() -> None:
     args = parser.parse_args()
     out = run_dir("memory-recovery")
     overrides = {
-        "LAYER_TOPIC_PARTITIONS": str(PARTITIONS),
+        "LAYER_TOPIC_PARTITIONS": str(args.partitions),
         "LAYER_TICK_INTERVAL_MS": str(3_600_000),
         "LAYER_TABLE_STORE": args.store,
-    }
+    } | dict(item.split("=", 1) for item in args.env)
     print_header(
         "memory per namespace and recovery",
         vars(args) | {"worker_env": overrides, "run_dir": str(out)},
@@ -120,7 +136,7 @@ def main() -> None:
             asyncio.run(emulator.create_namespaces(sample))
             env = base_env(broker, emulator, **overrides)
             topic = f"{env['LAYER_TOPIC_PREFIX']}.writes"
-            asyncio.run(create_topics(broker.bootstrap, [topic], PARTITIONS))
+            asyncio.run(create_topics(broker.bootstrap, [topic], args.partitions))
 
             first = WorkerProcess(env, out / "w1", out / "worker1.log")
             workers.append(first)
@@ -156,6 +172,13 @@ def main() -> None:
                 if (s := slope_bytes_per_row(points))
                 else None,
             }
+            if args.batch_stats:
+                changelog = f"{env['LAYER_APP_ID']}-freshness-changelog"
+                t_count = time.monotonic()
+                figures["changelog"] = asyncio.run(
+                    count_batches(broker.bootstrap, changelog, args.partitions, timeout_s=120)
+                ) | {"read_s": round(time.monotonic() - t_count, 2)}
+                print("changelog: " + json.dumps(figures["changelog"]), flush=True)
             t_stop = time.monotonic()
             first.stop(signal.SIGTERM)
             figures["stop_s"] = round(time.monotonic() - t_stop, 2)

@@ -16,7 +16,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.types.transports import TransportT
 
-from layer.batch_consumer import MAX_RECORDS_PER_FETCH, BatchHandler, BatchingConsumer
+from layer.batch_consumer import MAX_RECORDS_PER_FETCH, BatchHandler
+from layer.changelog_apply import RecoveringConsumer
 from layer.clients import bootstrap_servers
 from layer.embedded_broker import true_high_watermarks
 from layer.settings import BrokerProfile, Settings, load_settings
@@ -34,6 +35,16 @@ EMBEDDED_HEARTBEAT_INTERVAL_S = 0.5
 #: record arrives, but Tansu holds it for the whole wait, so every hop through a topic cost
 #: ~0.6 s (bench/broker_latency.py): a write notification took ~750 ms to show.
 EMBEDDED_FETCH_MAX_WAIT_MS = 20
+#: Tansu's memory storage keeps one object per record batch, and every fetch lists all the
+#: batch objects of the partition: a replay costs (batches in the partition) per batch read,
+#: quadratic in the partition's batch count. With no linger the worker's changelog batches
+#: held 2.6 records on average (200,000 records, 76,915 batches) and a 1M-namespace changelog
+#: never finished replaying; a linger fills batches (BENCHMARKS.md, "Scale: a million
+#: namespaces"). It also delays stability events by up to this much.
+EMBEDDED_PRODUCER_LINGER_MS = 10
+#: Largest batch the producer builds: far below Tansu's 5 MB fetch ceiling, which a batch
+#: must fit whole (Tansu never returns part of one).
+EMBEDDED_PRODUCER_MAX_BATCH_BYTES = 256 * 1024
 
 
 class _EmbeddedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -50,7 +61,7 @@ class _EmbeddedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return await true_high_watermarks(bootstrap_servers(settings.kafka_broker), reported)
 
 
-class _EmbeddedBrokerConsumer(BatchingConsumer):
+class _EmbeddedBrokerConsumer(RecoveringConsumer):
     """Layer's consumer with a fetch wait the embedded broker can live with."""
 
     def _new_consumer_thread(self) -> _EmbeddedConsumerThread:
@@ -92,7 +103,7 @@ class LayerApp(faust.App):
         transport.Consumer = (  # type: ignore[misc]
             _EmbeddedBrokerConsumer
             if settings.broker_profile is BrokerProfile.EMBEDDED
-            else BatchingConsumer
+            else RecoveringConsumer
         )
         return transport
 
@@ -128,6 +139,8 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         conf |= {
             "broker_session_timeout": EMBEDDED_SESSION_TIMEOUT_S,
             "broker_heartbeat_interval": EMBEDDED_HEARTBEAT_INTERVAL_S,
+            "producer_linger": max(settings.producer_linger_ms, EMBEDDED_PRODUCER_LINGER_MS) / 1000,
+            "producer_max_batch_size": EMBEDDED_PRODUCER_MAX_BATCH_BYTES,
         }
     return conf
 

@@ -13,12 +13,15 @@ partition number names the same slice of every table):
 - a worker that is shutting down answers nothing (it is handing its partitions over).
 
 `recovery_progress` tells operators how far each unready partition's replay is (records
-applied against the changelog's end), for `/readyz` and the periodic log line.
+applied against the changelog's end), and `replay_summary` the whole recovery's: records
+replayed of records to replay, the rate and the time left, for `/readyz` and the periodic
+log line.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -29,12 +32,15 @@ from pydantic import BaseModel
 from layer.app import app, on
 from layer.events import partition_for
 
-__all__ = ["PartitionProgress", "Readiness"]
+__all__ = ["PartitionProgress", "Readiness", "ReplaySummary", "replay_summary"]
 
 log = logging.getLogger(__name__)
 
 #: How often the log says how far a recovery got (while one runs).
 RECOVERY_LOG_INTERVAL_S = 5.0
+#: How often a running recovery's progress is sampled (its rate is measured from the first
+#: sample of the assignment on).
+RECOVERY_SAMPLE_INTERVAL_S = 1.0
 
 
 class PartitionProgress(BaseModel):
@@ -49,6 +55,46 @@ class PartitionProgress(BaseModel):
     remaining: int | None
 
 
+class ReplaySummary(BaseModel):
+    """How far the whole recovery of this worker's assignment got."""
+
+    #: Changelog records applied since the recovery was first seen running.
+    records_replayed: int
+    #: Records the recovery had left to apply when first seen running (plus any written since).
+    records_to_replay: int
+    #: Records applied per second since then; None until measurable.
+    rate_per_s: float | None
+    #: Seconds left at that rate; None until measurable.
+    eta_s: float | None
+
+
+def replay_summary(
+    progress: Iterable[PartitionProgress],
+    start_offsets: dict[tuple[str, int], int],
+    elapsed_s: float,
+) -> ReplaySummary:
+    """Sum the partitions' progress against the offsets they were first seen at.
+
+    `start_offsets` holds, per `(table, partition)`, the replayed offset when the recovery was
+    first observed; partitions not in it yet are added (that is their start).
+    """
+    replayed = to_replay = 0
+    for p in progress:
+        if p.replayed_offset is None or p.last_offset is None:
+            continue
+        start = start_offsets.setdefault((p.table, p.partition), p.replayed_offset)
+        replayed += max(0, p.replayed_offset - start)
+        to_replay += max(0, p.last_offset - start)
+    rate = replayed / elapsed_s if elapsed_s > 0 and replayed > 0 else None
+    remaining = max(0, to_replay - replayed)
+    return ReplaySummary(
+        records_replayed=replayed,
+        records_to_replay=to_replay,
+        rate_per_s=round(rate, 1) if rate is not None else None,
+        eta_s=round(remaining / rate, 1) if rate is not None else None,
+    )
+
+
 class Readiness:
     """Per-partition readiness of this worker, driven by Faust's rebalance signals."""
 
@@ -60,6 +106,8 @@ class Readiness:
         self._ready_before_rebalance: frozenset[int] = frozenset()
         self._assigned_generation: int | None = None
         self.shutting_down = False
+        self._replay_start_offsets: dict[tuple[str, int], int] = {}
+        self._replay_first_seen_at: float | None = None
 
     def owned(self) -> frozenset[int]:
         """Partitions this worker actively owns in the current assignment (standbys excluded)."""
@@ -93,6 +141,8 @@ class Readiness:
         self._ready = self._ready_before_rebalance & self.owned()
         self._ready_before_rebalance = frozenset()
         self._assigned_generation = generation_id
+        self._replay_start_offsets = {}
+        self._replay_first_seen_at = None
 
     def on_recovered(self, generation_id: int) -> None:
         """The recovery of the assignment made in `generation_id` applied every record."""
@@ -123,6 +173,20 @@ class Readiness:
                 )
         return progress
 
+    def replay_summary(self, progress: list[PartitionProgress] | None = None) -> ReplaySummary:
+        """The recovery as a whole: records replayed of records to replay, rate, ETA."""
+        if progress is None:
+            progress = self.recovery_progress()
+        now = time.monotonic()
+        if self._replay_first_seen_at is None and any(
+            p.replayed_offset is not None for p in progress
+        ):
+            self._replay_first_seen_at = now
+        started = self._replay_first_seen_at
+        return replay_summary(
+            progress, self._replay_start_offsets, now - started if started is not None else 0.0
+        )
+
 
 @on(app.on_partitions_revoked)
 async def _partitions_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
@@ -139,14 +203,28 @@ async def _recovery_complete(sender: Any, *args: Any, **kwargs: Any) -> None:
     app.services.readiness.on_recovered(app.consumer_generation_id)
 
 
-@app.timer(interval=RECOVERY_LOG_INTERVAL_S)
+_last_logged_at = 0.0
+
+
+@app.timer(interval=RECOVERY_SAMPLE_INTERVAL_S)
 async def log_recovery_progress() -> None:
     """While partitions recover, say how far (a long recovery must be seen to advance)."""
-    progress = [p for p in app.services.readiness.recovery_progress() if p.remaining]
-    if progress:
+    global _last_logged_at
+    readiness = app.services.readiness
+    all_progress = readiness.recovery_progress()
+    summary = readiness.replay_summary(all_progress)  # also samples the start offsets
+    progress = [p for p in all_progress if p.remaining]
+    now = time.monotonic()
+    if progress and now - _last_logged_at >= RECOVERY_LOG_INTERVAL_S:
+        _last_logged_at = now
         log.info(
-            "recovering %d table partitions, %d records to go: %s",
+            "recovering %d table partitions: %d of %d records replayed, %s records/s, "
+            "ETA %s s, %d records to go: %s",
             len(progress),
+            summary.records_replayed,
+            summary.records_to_replay,
+            summary.rate_per_s if summary.rate_per_s is not None else "?",
+            summary.eta_s if summary.eta_s is not None else "?",
             sum(p.remaining or 0 for p in progress),
             ", ".join(
                 f"{p.table}[{p.partition}] {p.replayed_offset}/{p.last_offset}" for p in progress

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from layer.events import partition_for
-from layer.readiness import Readiness
+from layer.readiness import PartitionProgress, Readiness, ReplaySummary, replay_summary
 
 PARTITIONS = 4
 
@@ -131,3 +131,30 @@ def test_a_partition_answers_only_if_recovered_since_it_was_newly_assigned(
         for name in ("a", "b", "c", "products"):
             if readiness.answers(name):
                 assert partition_for(name, PARTITIONS) in recovered
+
+
+def test_the_replay_summary_counts_from_where_the_recovery_was_first_seen() -> None:
+    starts: dict[tuple[str, int], int] = {}
+    first = [
+        PartitionProgress(
+            table="t", partition=0, replayed_offset=-1, last_offset=999, remaining=1000
+        ),
+        PartitionProgress(
+            table="t", partition=1, replayed_offset=99, last_offset=599, remaining=500
+        ),
+    ]
+    assert replay_summary(first, starts, 0.0) == ReplaySummary(
+        records_replayed=0, records_to_replay=1500, rate_per_s=None, eta_s=None
+    )
+    later = [
+        PartitionProgress(
+            table="t", partition=0, replayed_offset=499, last_offset=999, remaining=500
+        ),
+        PartitionProgress(
+            table="t", partition=1, replayed_offset=349, last_offset=599, remaining=250
+        ),
+    ]
+    summary = replay_summary(later, starts, 2.0)
+    assert summary == ReplaySummary(
+        records_replayed=750, records_to_replay=1500, rate_per_s=375.0, eta_s=2.0
+    ), "750 of 1,500 in 2 s: 375 records/s, 2 s to go"
