@@ -90,6 +90,19 @@ def _parser() -> argparse.ArgumentParser:
         help="largest top_k/limit a query may ask for (default %(default)s)",
     )
     parser.add_argument(
+        "--seed-namespaces",
+        type=int,
+        default=0,
+        metavar="N",
+        help="start with N empty, indexed namespaces named PREFIX0000000… (benchmarks)",
+    )
+    parser.add_argument(
+        "--seed-prefix",
+        default="seeded-",
+        metavar="PREFIX",
+        help="name prefix of the seeded namespaces (default %(default)s)",
+    )
+    parser.add_argument(
         "--fault",
         action="append",
         type=_fault,
@@ -116,6 +129,9 @@ async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if args.seed_namespaces:
+        names = (f"{args.seed_prefix}{i:07d}" for i in range(args.seed_namespaces))
+        print(f"seeded {emulator.store.seed(names)} namespaces", flush=True)
     await emulator.start()
     print(f"turbopuffer emulator listening on {emulator.url}", flush=True)
     if not args.api_keys:
@@ -134,4 +150,6 @@ def main(argv: list[str] | None = None) -> None:
         _parser().error("--index-delay-ms must be >= 0 and --index-rate > 0")
     if args.copy_duration_ms < 0:
         _parser().error("--copy-duration-ms must be >= 0")
+    if args.seed_namespaces < 0:
+        _parser().error("--seed-namespaces must be >= 0")
     asyncio.run(_serve(args))

@@ -321,3 +321,12 @@ def test_paging_visits_every_matching_name_once_in_order(
             break
 
     assert seen == sorted(n for n in names if n.startswith(prefix))
+
+
+def test_seeded_namespaces_exist_empty_and_indexed() -> None:
+    store = Store()
+    assert store.seed(f"seeded-{i}" for i in range(3)) == 3
+    assert store.seed(["seeded-0", "new"]) == 1, "an existing namespace is left alone"
+    names, _ = store.list_page(prefix="seeded-", cursor=None, page_size=10)
+    assert names == ["seeded-0", "seeded-1", "seeded-2"]
+    assert store.namespaces["seeded-1"].wal.index_status()["status"] == "up-to-date"
