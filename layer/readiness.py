@@ -14,12 +14,16 @@ partition number names the same slice of every table):
 
 `recovery_progress` tells operators how far each unready partition's replay is (records
 applied against the changelog's end), and `replay_summary` the whole recovery's: records
-replayed of records to replay, the rate and the time left, for `/readyz` and the periodic
-log line.
+replayed of records to replay, the rate and the time left, for `/readyz` and the log line
+`log_recovery_progress` writes every few seconds while a recovery runs. That is a plain task
+started when partitions are assigned and cancelled when their recovery completes: Faust starts
+the app's timers only once the first recovery has completed, so a timer would never report
+the recovery an operator waits for, the one at start.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -32,7 +36,13 @@ from pydantic import BaseModel
 from layer.app import app, on
 from layer.events import partition_for
 
-__all__ = ["PartitionProgress", "Readiness", "ReplaySummary", "replay_summary"]
+__all__ = [
+    "PartitionProgress",
+    "Readiness",
+    "ReplaySummary",
+    "log_recovery_progress",
+    "replay_summary",
+]
 
 log = logging.getLogger(__name__)
 
@@ -196,27 +206,61 @@ async def _partitions_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
 @on(app.on_partitions_assigned)
 async def _partitions_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
     app.services.readiness.on_assigned(app.consumer_generation_id)
+    _start_progress_log()
 
 
 @on(app.on_rebalance_complete)
 async def _recovery_complete(sender: Any, *args: Any, **kwargs: Any) -> None:
     app.services.readiness.on_recovered(app.consumer_generation_id)
+    _stop_progress_log()
 
 
-_last_logged_at = 0.0
+#: The running `log_recovery_progress` task, if a recovery is being reported.
+_progress_log: asyncio.Task[None] | None = None
 
 
-@app.timer(interval=RECOVERY_SAMPLE_INTERVAL_S)
-async def log_recovery_progress() -> None:
-    """While partitions recover, say how far (a long recovery must be seen to advance)."""
-    global _last_logged_at
-    readiness = app.services.readiness
-    all_progress = readiness.recovery_progress()
-    summary = readiness.replay_summary(all_progress)  # also samples the start offsets
-    progress = [p for p in all_progress if p.remaining]
-    now = time.monotonic()
-    if progress and now - _last_logged_at >= RECOVERY_LOG_INTERVAL_S:
-        _last_logged_at = now
+def _start_progress_log() -> None:
+    """Report the recovery that follows this assignment (the task of the last one goes on).
+
+    A task of its own, not one of the app's futures: it may be cancelled before it ever ran
+    (a recovery with nothing to replay), which a task built on the coroutine itself allows.
+    The worker cancels every task left when it stops, mid-recovery included.
+    """
+    global _progress_log
+    if _progress_log is None or _progress_log.done():
+        _progress_log = asyncio.ensure_future(
+            log_recovery_progress(app.services.readiness), loop=app.loop
+        )
+
+
+def _stop_progress_log() -> None:
+    global _progress_log
+    if _progress_log is not None:
+        _progress_log.cancel()
+        _progress_log = None
+
+
+async def log_recovery_progress(
+    readiness: Readiness,
+    *,
+    sample_interval_s: float = RECOVERY_SAMPLE_INTERVAL_S,
+    log_interval_s: float = RECOVERY_LOG_INTERVAL_S,
+) -> None:
+    """While partitions recover, say how far every `log_interval_s` (until cancelled)."""
+    last_logged_at = time.monotonic()
+    while True:
+        await asyncio.sleep(sample_interval_s)
+        try:
+            all_progress = readiness.recovery_progress()
+            summary = readiness.replay_summary(all_progress)  # also samples the start offsets
+        except Exception:  # a log line is not worth the worker: say so and stop reporting
+            log.exception("cannot report the recovery's progress")
+            return
+        progress = [p for p in all_progress if p.remaining]
+        now = time.monotonic()
+        if not progress or now - last_logged_at < log_interval_s:
+            continue
+        last_logged_at = now
         log.info(
             "recovering %d table partitions: %d of %d records replayed, %s records/s, "
             "ETA %s s, %d records to go: %s",

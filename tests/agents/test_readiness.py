@@ -6,12 +6,24 @@ revoked → assigned → (recovery) → recovered, possibly interrupted by anoth
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from typing import cast
+
+import faust
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import layer.readiness as readiness_module
 from layer.events import partition_for
-from layer.readiness import PartitionProgress, Readiness, ReplaySummary, replay_summary
+from layer.readiness import (
+    PartitionProgress,
+    Readiness,
+    ReplaySummary,
+    log_recovery_progress,
+    replay_summary,
+)
 
 PARTITIONS = 4
 
@@ -158,3 +170,59 @@ def test_the_replay_summary_counts_from_where_the_recovery_was_first_seen() -> N
     assert summary == ReplaySummary(
         records_replayed=750, records_to_replay=1500, rate_per_s=375.0, eta_s=2.0
     ), "750 of 1,500 in 2 s: 375 records/s, 2 s to go"
+
+
+class _Recovering:
+    """A readiness whose partitions 0 and 1 replay 100 records per sample."""
+
+    def __init__(self) -> None:
+        self.replayed = -1
+        self.inner = Readiness(["t-freshness-changelog"], PARTITIONS)
+
+    def recovery_progress(self) -> list[PartitionProgress]:
+        self.replayed += 100
+        return [
+            PartitionProgress(
+                table="t-freshness-changelog",
+                partition=partition,
+                replayed_offset=self.replayed,
+                last_offset=99_999,
+                remaining=99_999 - self.replayed,
+            )
+            for partition in (0, 1)
+        ]
+
+    def replay_summary(self, progress: list[PartitionProgress]) -> ReplaySummary:
+        return self.inner.replay_summary(progress)
+
+
+async def test_a_running_recovery_is_logged_every_few_seconds(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="layer.readiness")
+    task = asyncio.create_task(
+        log_recovery_progress(
+            cast(Readiness, _Recovering()), sample_interval_s=0.01, log_interval_s=0.05
+        )
+    )
+    await asyncio.sleep(0.3)
+    task.cancel()
+    lines = [r.getMessage() for r in caplog.records if r.name == "layer.readiness"]
+    assert 2 <= len(lines) <= 6, "one line per log interval, not one per sample"
+    assert lines[-1].startswith("recovering 2 table partitions: ")
+    assert "records replayed" in lines[-1] and "records/s" in lines[-1] and "ETA" in lines[-1]
+
+
+async def test_the_progress_log_starts_with_an_assignment_and_stops_with_its_recovery(
+    app: faust.App,
+) -> None:
+    """Faust starts timers only after the first recovery: the log is a task of its own."""
+    readiness_module._start_progress_log()
+    task = readiness_module._progress_log
+    assert task is not None and not task.done(), "running while the partitions recover"
+    readiness_module._start_progress_log()
+    assert readiness_module._progress_log is task, "a second assignment keeps the one task"
+    readiness_module._stop_progress_log()
+    await asyncio.sleep(0)
+    assert task.cancelled() or task.done()
+    assert readiness_module._progress_log is None
