@@ -22,7 +22,25 @@ from layer.events import partition_for, partition_for_key
 from tables.freshness import Freshness
 from tables.snapshots import SnapshotHistory
 
-__all__ = ["NamespaceRocksDBStore", "NamespaceTable", "freshness_table", "snapshots_table"]
+__all__ = [
+    "ROCKSDB_OPTIONS",
+    "NamespaceRocksDBStore",
+    "NamespaceTable",
+    "freshness_table",
+    "snapshots_table",
+]
+
+#: What bounds a `rocksdb://` worker's memory: Faust opens one database per table partition
+#: (2 tables × `LAYER_TOPIC_PARTITIONS`), each with a block cache of its own and up to
+#: `max_write_buffer_number` memtables. Faust's defaults, a 2 GiB cache and 3 × 64 MiB
+#: memtables per database, bound nothing on one machine (16 databases: 35 GiB); these give
+#: 16 × (16 + 2 × 16) MiB = 768 MiB at most beyond Python's heap, and far less while a table
+#: is small (BENCHMARKS.md, "Scale: a million namespaces").
+ROCKSDB_OPTIONS: dict[str, int] = {
+    "block_cache_size": 16 * 1024**2,
+    "write_buffer_size": 16 * 1024**2,
+    "max_write_buffer_number": 2,
+}
 
 
 class NamespaceRocksDBStore(faust_rocksdb.Store):
@@ -94,6 +112,8 @@ def _namespace_table(name: str, value_type: type[faust.Record], help: str) -> Na
         partitions=settings.topic_partitions,
         beacon=app.tables.beacon,
         help=help,
+        # A copy per table: Faust's RocksDB store pops its own keys out of this mapping.
+        options=dict(ROCKSDB_OPTIONS),
     )
     app.tables.add(table)
     return table

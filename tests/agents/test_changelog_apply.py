@@ -5,15 +5,18 @@ writes and for those of older or newer ones."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import faust
 import pytest
+from faust.stores import rocksdb as faust_rocksdb
 from faust.types import TP
 from faust.types.tuples import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from layer.changelog_apply import apply_changelog_records, record_loader
-from tables.faust_tables import freshness_table, snapshots_table
+from layer.changelog_apply import ChangelogRecord, apply_changelog_records, record_loader
+from tables.faust_tables import ROCKSDB_OPTIONS, freshness_table, snapshots_table
 from tables.freshness import Freshness, IndexStatus, new_freshness, on_write
 from tables.snapshots import Snapshot, SnapshotHistory
 
@@ -154,3 +157,23 @@ async def test_the_snapshot_history_table_is_applied_through_faust(app: faust.Ap
     apply_changelog_records(app, snapshots_table, [message])
 
     assert snapshots_table.get("s") == history
+
+
+def test_a_rocksdb_store_is_given_the_changelog_bytes_undecoded(app: faust.App) -> None:
+    """Faust's RocksDB store writes `message.key`/`message.value` and reads nothing else."""
+    store = object.__new__(faust_rocksdb.Store)  # never opened: only its type matters here
+    applied: list[ChangelogRecord] = []
+    table = SimpleNamespace(data=store, apply_changelog_batch=lambda batch: applied.extend(batch))
+    messages = [_changelog_message(0, b"a", b"not json at all"), _changelog_message(1, b"a", None)]
+
+    apply_changelog_records(app, table, messages)
+
+    assert [record.message for record in applied] == messages
+    assert all(record.key is None and record.value is None for record in applied)
+
+
+def test_rocksdb_databases_get_layers_bounds_not_faust_defaults() -> None:
+    options = faust_rocksdb.RocksDBOptions(**freshness_table.options)
+    assert freshness_table.options == ROCKSDB_OPTIONS
+    assert options.block_cache_size == 16 * 1024**2, "Faust's default is 2 GiB per database"
+    assert options.write_buffer_size * options.max_write_buffer_number == 32 * 1024**2
