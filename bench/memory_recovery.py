@@ -11,6 +11,9 @@
    default memory store the freshness changelog is replayed; with `--store rocksdb://` it
    reopens the first worker's data directory. Time from spawn to `GET /readyz` = 200.
    `--profile` records the recovering worker with py-spy.
+   `--replay` (with `rocksdb://`) then stops that worker and starts one more on an empty data
+   directory: every partition replays its changelog into RocksDB, as when partitions move
+   to another worker.
    `--batch-stats` first reads the freshness changelog with a plain consumer and counts its
    records and record batches (the embedded broker's fetch cost grows with the batches of a
    partition: BENCHMARKS.md, "Scale: a million namespaces").
@@ -114,6 +117,11 @@ def main() -> None:
         choices=["memory://", "rocksdb://"],
         help="LAYER_TABLE_STORE; with rocksdb:// the restarted worker reopens the first one's "
         "data directory (local state) instead of replaying the changelog",
+    )
+    parser.add_argument(
+        "--replay",
+        action="store_true",
+        help="with rocksdb://, also time a worker on an empty data directory (replay)",
     )
     args = parser.parse_args()
     out = run_dir("memory-recovery")
@@ -227,6 +235,21 @@ def main() -> None:
                 },
                 "targets": {"bytes_per_namespace_le": 2048, "recovery_s_le": 30},
             }
+            if args.replay and local_state:
+                second.stop(signal.SIGTERM)
+                third = WorkerProcess(env, out / "w3", out / "worker3.log")
+                workers.append(third)
+                third.spawn()
+                replay_s = third.wait_ready(timeout_s=args.timeout)
+                time.sleep(1)
+                rss3 = steady_rss(third)
+                figures |= {
+                    "replay_into_empty_datadir_spawn_to_ready_s": round(replay_s, 2),
+                    "replay_rate_records_per_s_empty_datadir": round(
+                        float(m.get("table_writes_total", 0)) / replay_s, 0
+                    ),
+                    "rss_after_replay_kb": rss3,
+                }
             print("figures: " + json.dumps(figures))
             if profile is not None:
                 print(
