@@ -11,7 +11,7 @@ $(BIN)/python:
 
 # Reinstall only when the project definition changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev,test]'
+	$(BIN)/pip install --quiet -e '.[dev,test,bench]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -52,7 +52,8 @@ __all__ = [
 ]
 
 API_KEY = "tpuf-bench-key"
-PY_SPY = os.environ.get("PY_SPY", "/tmp/probe/bin/py-spy")
+#: py-spy from the venv (`make install` installs the `bench` extra), unless PY_SPY says where.
+PY_SPY = os.environ.get("PY_SPY", str(Path(sys.executable).parent / "py-spy"))
 
 
 # ---------------------------------------------------------------- machine and output
