@@ -401,13 +401,15 @@ async def profile_during(
 
 async def upstream_clients(base_url: str, path: str, n: int, rounds: int) -> None:
     """CPU per request of HTTP clients doing Layer's upstream metadata GET (JSON parsed), in
-    this process, against the emulator: Layer's own `Upstream` (httpx) and alternatives."""
+    this process, against the emulator: Layer's own `Upstream` (aiohttp) and alternatives."""
+    from httpx_over_aiohttp import AiohttpTransport
+
     from layer.metrics import LayerMetrics
     from layer.upstream import Upstream
 
     makers: dict[str, Callable[[], Any]] = {}
 
-    def layer_httpx() -> Any:
+    def layer_upstream() -> Any:
         upstream = Upstream(base_url, timeout_ms=10_000, metrics=LayerMetrics())
 
         async def get() -> None:
@@ -415,7 +417,28 @@ async def upstream_clients(base_url: str, path: str, n: int, rounds: int) -> Non
 
         return get, upstream.aclose
 
-    makers[f"httpx {importlib_version('httpx')} (layer.upstream.Upstream)"] = layer_httpx
+    makers["layer.upstream.Upstream (aiohttp, since issue 15)"] = layer_upstream
+
+    def httpx_over_aiohttp() -> Any:
+        import httpx
+
+        client = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=httpx.Timeout(10.0),
+            transport=AiohttpTransport(limit=256),
+            headers={"Accept": "application/json", "User-Agent": "layer"},
+        )
+
+        async def get() -> None:
+            response = await client.get(path, headers={"Authorization": f"Bearer {API_KEY}"})
+            response.raise_for_status()
+            response.json()
+
+        return get, client.aclose
+
+    makers[f"httpx {importlib_version('httpx')} over aiohttp (Layer before issue 15)"] = (
+        httpx_over_aiohttp
+    )
     try:
         import httpx2
 
