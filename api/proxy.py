@@ -95,10 +95,12 @@ def _proxy_timeout() -> aiohttp.ClientTimeout:
 
 #: aiohttp inflates a gzip request body as it reads it, so what goes upstream is plain.
 _INFLATED = frozenset({"content-encoding"})
+#: Request headers never forwarded.
+_NOT_FORWARDED = HOP_BY_HOP | _INFLATED
 
 
 def _forward_headers(request: web.Request, upstream_key: str) -> dict[str, str]:
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | _INFLATED}
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
     headers["Authorization"] = f"Bearer {upstream_key}"
     return headers
 
@@ -332,7 +334,7 @@ def _hiding(method: str, rest: str) -> Callable[[bytes], bytes] | None:
 
 async def _relay_to_owner(request: web.Request, namespace: str, owner: str) -> web.StreamResponse:
     """A query on a namespace another worker owns: that worker holds the state to decide."""
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | _INFLATED}
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
     headers[ROUTED_HEADER] = "1"
     if app.services.notifications.has_pending(namespace):
         headers[PENDING_WRITE_HEADER] = "1"  # the owner cannot know it yet: it cuts

@@ -238,6 +238,8 @@ class Upstream:
         self._timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000)
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        # The timing histogram's child per route label (`labels()` costs on every call).
+        self._timers: dict[str, Any] = {}
 
     def session(self) -> aiohttp.ClientSession:
         """The connection pool. Nothing is decompressed (the proxy relays bodies as they
@@ -343,9 +345,13 @@ class Upstream:
             return await self.fetch(method, path, headers=all_headers, params=params, data=data)
         finally:
             if self._metrics is not None:
-                self._metrics.upstream_request_seconds.labels(route=upstream_route(path)).observe(
-                    time.perf_counter() - started
-                )
+                elapsed = time.perf_counter() - started
+                route = upstream_route(path)
+                timer = self._timers.get(route)
+                if timer is None:
+                    histogram = self._metrics.upstream_request_seconds
+                    timer = self._timers[route] = histogram.labels(route=route)
+                timer.observe(elapsed)
 
     async def get_json(
         self, path: str, *, api_key: str, params: dict[str, str] | None = None
