@@ -28,13 +28,13 @@ proxies: the official SDK refuses a `Location` on another origin.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
@@ -237,7 +237,7 @@ async def _proxy_write(
     elif 200 <= upstream.status < 300:
         rows = None
         try:
-            rows = int(json.loads(answer).get("rows_affected"))
+            rows = int(orjson.loads(answer).get("rows_affected"))
         except (ValueError, TypeError, AttributeError):
             pass
         app.services.notifications.submit(namespace, rows=rows, body_bytes=len(body))

@@ -247,6 +247,50 @@ async def metadata_c32(
     return result
 
 
+async def relay_floor(client: Client, emulator: EmulatorProcess, args: argparse.Namespace) -> None:
+    """Part 1 again on bench/bare_relay.py (Layer's two HTTP stacks and nothing else), plain
+    and shaped: the CPU and latency a relayed read costs on this machine before any of
+    Layer's own work."""
+    import socket
+    import subprocess
+    import sys
+
+    direct_url = f"{emulator.url}/v2/namespaces/{METADATA_NAMESPACE}/metadata"
+    for variant in ("plain", "shaped"):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        argv = [sys.executable, str(Path(__file__).with_name("bare_relay.py")), str(port)]
+        argv += [emulator.url] + (["--shape"] if variant == "shaped" else [])
+        relay = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        try:
+            assert relay.stdout is not None
+            await asyncio.to_thread(relay.stdout.readline)  # "ready"
+            url = f"http://127.0.0.1:{port}/v2/namespaces/{METADATA_NAMESPACE}/metadata"
+            r0 = proc_cpu_s(relay.pid)
+            c1 = await metadata_c1(client, url, direct_url, args.requests, args.warmup)
+            cpu_us = 1e6 * (proc_cpu_s(relay.pid) - r0) / (args.requests + args.warmup)
+            s_l, s_d = percentiles(c1["layer"]), percentiles(c1["direct"])
+            out(f"bare relay ({variant}), concurrency 1: p50 {s_l['p50']:.2f} vs direct "
+                f"{s_d['p50']:.2f} ms, added p50 {s_l['p50'] - s_d['p50']:.3f} ms "
+                f"(per-pair median {statistics.median(c1['diffs']):.3f}); "
+                f"relay CPU per read {cpu_us:.0f} µs")  # fmt: skip
+            c32 = await metadata_c32(
+                client, url, direct_url, args.c32_requests, 32, args.block,
+                relay.pid, emulator.process.pid,
+            )  # fmt: skip
+            rates = {t: c32[t]["n"] / c32[t]["wall_s"] for t in ("layer", "direct")}
+            out(f"bare relay ({variant}), concurrency 32: throughput ratio relay/direct "
+                f"{rates['layer'] / rates['direct']:.3f} (median block pair "
+                f"{statistics.median(c32['pair_ratios']):.3f}); CPU per read: relay "
+                f"{1e6 * c32['layer']['worker_cpu'] / c32['layer']['n']:.0f} µs, emulator "
+                f"{1e6 * c32['layer']['emulator_cpu'] / c32['layer']['n']:.0f} µs, client "
+                f"{1e6 * c32['layer']['client_cpu'] / c32['layer']['n']:.0f} µs")  # fmt: skip
+        finally:
+            relay.terminate()
+            relay.wait()
+
+
 # ---------------------------------------------------------------- part 2: listing
 
 
@@ -645,6 +689,11 @@ async def main_async(args: argparse.Namespace) -> None:
                     f"emulator {1e6 * r['emulator_cpu'] / r['n']:.0f}  "
                     f"client {1e6 * r['client_cpu'] / r['n']:.0f}")  # fmt: skip
 
+            if args.relay_floor:
+                out()
+                out("## Part 1b: the same reads through a bare aiohttp relay (bench/bare_relay.py)")
+                await relay_floor(client, emulator, args)
+
             if not args.metadata_only:  # parts 2 and 3
                 # ------------------------------------------------ part 2 setup
                 out()
@@ -827,6 +876,11 @@ def main() -> None:
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
     parser.add_argument("--metadata-only", action="store_true", help="part 1 and its profiles only")
+    parser.add_argument(
+        "--relay-floor",
+        action="store_true",
+        help="part 1 also through bench/bare_relay.py (the floor of a relayed read)",
+    )
     parser.add_argument(
         "--worker-env",
         action="append",
