@@ -247,6 +247,33 @@ async def metadata_c32(
     return result
 
 
+async def measure_beside(
+    client: Client, label: str, url: str, direct_url: str, pid: int, emulator_pid: int,
+    args: argparse.Namespace, idle_share: float = 0.0,
+) -> None:  # fmt: skip
+    """Part 1's two measurements on another target (a relay, a worker of another commit)."""
+    c0, t0 = proc_cpu_s(pid), time.perf_counter()
+    c1 = await metadata_c1(client, url, direct_url, args.requests, args.warmup)
+    wall = time.perf_counter() - t0
+    cpu_us = 1e6 * (proc_cpu_s(pid) - c0 - idle_share * wall) / (args.requests + args.warmup)
+    s_l, s_d = percentiles(c1["layer"]), percentiles(c1["direct"])
+    out(f"{label}, concurrency 1: p50 {s_l['p50']:.2f} vs direct {s_d['p50']:.2f} ms, "
+        f"added p50 {s_l['p50'] - s_d['p50']:.3f} ms (per-pair median "
+        f"{statistics.median(c1['diffs']):.3f}), p99 {s_l['p99']:.2f} vs {s_d['p99']:.2f} ms; "
+        f"CPU per read {cpu_us:.0f} µs")  # fmt: skip
+    c32 = await metadata_c32(
+        client, url, direct_url, args.c32_requests, 32, args.block, pid, emulator_pid
+    )
+    rates = {t: c32[t]["n"] / c32[t]["wall_s"] for t in ("layer", "direct")}
+    r = c32["layer"]
+    out(f"{label}, concurrency 32: throughput ratio /direct "
+        f"{rates['layer'] / rates['direct']:.3f} (median block pair "
+        f"{statistics.median(c32['pair_ratios']):.3f}); CPU per read: {label} "
+        f"{1e6 * r['worker_cpu'] / r['n']:.0f} µs, emulator "
+        f"{1e6 * r['emulator_cpu'] / r['n']:.0f} µs, client "
+        f"{1e6 * r['client_cpu'] / r['n']:.0f} µs")  # fmt: skip
+
+
 async def relay_floor(client: Client, emulator: EmulatorProcess, args: argparse.Namespace) -> None:
     """Part 1 again on bench/bare_relay.py (Layer's two HTTP stacks and nothing else), plain
     and shaped: the CPU and latency a relayed read costs on this machine before any of
@@ -267,25 +294,10 @@ async def relay_floor(client: Client, emulator: EmulatorProcess, args: argparse.
             assert relay.stdout is not None
             await asyncio.to_thread(relay.stdout.readline)  # "ready"
             url = f"http://127.0.0.1:{port}/v2/namespaces/{METADATA_NAMESPACE}/metadata"
-            r0 = proc_cpu_s(relay.pid)
-            c1 = await metadata_c1(client, url, direct_url, args.requests, args.warmup)
-            cpu_us = 1e6 * (proc_cpu_s(relay.pid) - r0) / (args.requests + args.warmup)
-            s_l, s_d = percentiles(c1["layer"]), percentiles(c1["direct"])
-            out(f"bare relay ({variant}), concurrency 1: p50 {s_l['p50']:.2f} vs direct "
-                f"{s_d['p50']:.2f} ms, added p50 {s_l['p50'] - s_d['p50']:.3f} ms "
-                f"(per-pair median {statistics.median(c1['diffs']):.3f}); "
-                f"relay CPU per read {cpu_us:.0f} µs")  # fmt: skip
-            c32 = await metadata_c32(
-                client, url, direct_url, args.c32_requests, 32, args.block,
-                relay.pid, emulator.process.pid,
+            await measure_beside(
+                client, f"bare relay ({variant})", url, direct_url, relay.pid,
+                emulator.process.pid, args,
             )  # fmt: skip
-            rates = {t: c32[t]["n"] / c32[t]["wall_s"] for t in ("layer", "direct")}
-            out(f"bare relay ({variant}), concurrency 32: throughput ratio relay/direct "
-                f"{rates['layer'] / rates['direct']:.3f} (median block pair "
-                f"{statistics.median(c32['pair_ratios']):.3f}); CPU per read: relay "
-                f"{1e6 * c32['layer']['worker_cpu'] / c32['layer']['n']:.0f} µs, emulator "
-                f"{1e6 * c32['layer']['emulator_cpu'] / c32['layer']['n']:.0f} µs, client "
-                f"{1e6 * c32['layer']['client_cpu'] / c32['layer']['n']:.0f} µs")  # fmt: skip
         finally:
             relay.terminate()
             relay.wait()
@@ -689,6 +701,41 @@ async def main_async(args: argparse.Namespace) -> None:
                     f"emulator {1e6 * r['emulator_cpu'] / r['n']:.0f}  "
                     f"client {1e6 * r['client_cpu'] / r['n']:.0f}")  # fmt: skip
 
+            if args.baseline_env:
+                out()
+                out("## Part 1a: the same reads through a baseline worker (--baseline-env)")
+                env_base = base_env(
+                    broker, emulator,
+                    NAMESPACE_LIST_CACHE_TTL_MS=str(CACHE_TTL_MS),
+                    LAYER_LIST_METADATA_CONCURRENCY=str(LIST_CONCURRENCY),
+                )  # fmt: skip
+                env_base.update(dict(item.split("=", 1) for item in args.baseline_env))
+                worker_base = WorkerProcess(
+                    env_base, work / "worker-base", work / "worker-base.log"
+                )
+                workers.append(worker_base)
+                worker_base.start()
+                base_url = f"{worker_base.url}/v2/namespaces/{METADATA_NAMESPACE}/metadata"
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    _, body = await client.get(base_url)
+                    if json.loads(body)["layer"]["is_stable"]:
+                        break
+                    await asyncio.sleep(0.1)
+                b0, tb = worker_base.cpu_seconds(), time.perf_counter()
+                await asyncio.sleep(3)
+                base_idle = (worker_base.cpu_seconds() - b0) / (time.perf_counter() - tb)
+                out(f"baseline worker idle CPU: {100 * base_idle:.1f}% of a core")
+                await measure_beside(
+                    client, "baseline worker", base_url, direct_url, worker_base.pid,
+                    emulator.process.pid, args, base_idle,
+                )  # fmt: skip
+                await measure_beside(
+                    client, "this worker (again)", layer_url, direct_url, worker_a.pid,
+                    emulator.process.pid, args, idle_share,
+                )  # fmt: skip
+                worker_base.close()
+
             if args.relay_floor:
                 out()
                 out("## Part 1b: the same reads through a bare aiohttp relay (bench/bare_relay.py)")
@@ -876,6 +923,14 @@ def main() -> None:
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
     parser.add_argument("--metadata-only", action="store_true", help="part 1 and its profiles only")
+    parser.add_argument(
+        "--baseline-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="part 1 also on a worker with these settings (e.g. PYTHONPATH=<an older "
+        "checkout> for before/after in one run); repeat for more",
+    )
     parser.add_argument(
         "--relay-floor",
         action="store_true",
