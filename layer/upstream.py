@@ -13,8 +13,8 @@ Errors (drawn once):
 One `Upstream` per base URL serves every caller: the watcher's polls, the metadata, listing
 and warm routes, the operations follower (`request`, `get_json`, `metadata`: bodies read
 whole) and the proxy (`send`: the answer streamed back). aiohttp's client, not httpx:
-bench/http_api.py part 3 measured httpx 0.28 over aiohttp's pool at 428-492 µs of CPU per
-GET and aiohttp's own client at 124-173 µs (BENCHMARKS.md, "Read path at its floor").
+bench/http_api.py part 3 measured httpx 0.28 over aiohttp's pool at 224-275 µs of CPU per
+metadata GET and this client at 72-117 µs (BENCHMARKS.md, "Read path at its floor").
 
 `parse_metadata` is pure and tested on literal upstream bodies.
 """
