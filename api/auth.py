@@ -74,11 +74,26 @@ def credential_of(request: web.Request) -> Credential:
     return credential
 
 
+#: Credentials remembered per `Authorization` value at most (as many as `_digest` keeps).
+MAX_KNOWN_CREDENTIALS = 4096
+
+
 def auth_middleware(settings: Settings) -> Handler:
+    # `authenticate` is a pure function of the header value: its answer is remembered (a
+    # refusal is not), so a repeated caller costs one dict lookup.
+    known: dict[str, Credential] = {}
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path not in PUBLIC_PATHS:
-            request[_CREDENTIAL] = authenticate(request.headers.get("Authorization"), settings)
+            authorization = request.headers.get("Authorization", "")
+            credential = known.get(authorization)
+            if credential is None:
+                credential = authenticate(authorization, settings)  # raises 401 if bad
+                if len(known) >= MAX_KNOWN_CREDENTIALS:
+                    known.clear()
+                known[authorization] = credential
+            request[_CREDENTIAL] = credential
         return await handler(request)
 
     return middleware  # type: ignore[return-value]

@@ -18,8 +18,8 @@ from aiohttp import web as aiohttp_web
 from faust import web
 
 from api.auth import Credential, credential_of
-from api.http import model_response
-from api.models import LayerBlock, MetadataResponse
+from api.http import json_response
+from api.models import LayerBlock
 from api.replica import forward_to_owner, read_route
 from api.shapes import layer_block, metadata_body, with_evidence
 from layer.app import app, settings
@@ -101,8 +101,8 @@ async def forward_with_evidence(
     body = json.loads(response.body)  # type: ignore[arg-type]
     if body.get("layer") is None:
         return response  # another organisation's namespace: no Layer data to amend
-    body["layer"] = with_evidence(LayerBlock.model_validate(body["layer"]), evidence)
-    return model_response(MetadataResponse(**body))
+    body["layer"] = with_evidence(LayerBlock.model_validate(body["layer"]), evidence).model_dump()
+    return json_response(body)
 
 
 @app.page("/v2/namespaces/{namespace}/metadata")
@@ -114,4 +114,4 @@ class NamespaceMetadata(web.View):
         if (owner := read_route(request, namespace)) is not None:
             return await forward_with_evidence(request, namespace, owner)
         body, block = await observe_namespace(namespace, credential_of(request))
-        return model_response(metadata_body(body, block))
+        return json_response(metadata_body(body, block))

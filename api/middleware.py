@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 from aiohttp import web
 from aiohttp.web import ContentCoding
@@ -57,15 +58,21 @@ def http_metrics_middleware(metrics: LayerMetrics) -> Handler:
     then), with the status the client got. A request cancelled by the client's disconnect
     has no status and is not recorded."""
     histogram = metrics.http_request_seconds
+    # One child per (route, status): `labels()` validates and locks on every call; the
+    # routes are templates and the statuses few, so this stays small.
+    children: dict[tuple[str, int], Any] = {}
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
 
         def observe(status: int) -> None:
-            histogram.labels(route=route_label(request), status=str(status)).observe(
-                time.perf_counter() - started
-            )
+            elapsed = time.perf_counter() - started
+            key = (route_label(request), status)
+            child = children.get(key)
+            if child is None:
+                child = children[key] = histogram.labels(route=key[0], status=str(status))
+            child.observe(elapsed)
 
         try:
             response = await handler(request)

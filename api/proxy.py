@@ -28,20 +28,20 @@ proxies: the official SDK refuses a `Location` on another origin.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
 from api.auth import credential_of
 from api.errors import ApiError, allowed_methods
-from api.replica import ROUTED_HEADER, not_ready, owner_url
+from api.replica import ROUTED_HEADER, not_ready, owner_url, peer_client
 from api.stable_reads import plan_query
 from api.write_body import (
     ReservedAttribute,
@@ -54,7 +54,7 @@ from api.write_body import (
 from layer.app import app, settings
 from layer.clock import now_ms
 from layer.events import OperationStarted
-from layer.upstream import validate_namespace
+from layer.upstream import UpstreamUnavailable, mapped_error, validate_namespace
 from tables.faust_tables import freshness_table
 from tables.freshness import ReadEvidence
 
@@ -87,34 +87,20 @@ SEND_PIECE_BYTES = 256 * 1024
 #: Bodies larger than this are stamped off the event loop, so other requests keep flowing.
 STAMP_IN_THREAD_BYTES = 1024 * 1024
 
-_session: aiohttp.ClientSession | None = None
 
-
-def _upstream_session() -> aiohttp.ClientSession:
-    """One connection pool for all proxied requests, created inside the running loop.
-
-    aiohttp's client, not httpx: measured in bench/proxy.py, httpx 0.28's pool costs 1.7-2.9
-    ms of CPU per request at concurrency 32 (a known O(n²) scan of idle connections,
-    encode/httpcore#1035) against 0.19 ms for aiohttp, which was the whole of the proxy's
-    added latency. Bodies are relayed as they are: no decompression on the way.
-    """
-    global _session
-    if _session is None or _session.closed:
-        _session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=settings.proxy_timeout_ms / 1000, connect=5.0),
-            connector=aiohttp.TCPConnector(limit=512),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-        )
-    return _session
+def _proxy_timeout() -> aiohttp.ClientTimeout:
+    """A proxied request may take as long as the SDK waits (`LAYER_PROXY_TIMEOUT_MS`)."""
+    return aiohttp.ClientTimeout(total=settings.proxy_timeout_ms / 1000, connect=5.0)
 
 
 #: aiohttp inflates a gzip request body as it reads it, so what goes upstream is plain.
 _INFLATED = frozenset({"content-encoding"})
+#: Request headers never forwarded.
+_NOT_FORWARDED = HOP_BY_HOP | _INFLATED
 
 
 def _forward_headers(request: web.Request, upstream_key: str) -> dict[str, str]:
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | _INFLATED}
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
     headers["Authorization"] = f"Bearer {upstream_key}"
     return headers
 
@@ -146,15 +132,11 @@ def _same_origin(location: str) -> str:
 async def _send(
     method: str, url: str, headers: dict[str, str], content: Any = None
 ) -> aiohttp.ClientResponse:
-    """Send upstream; the answer is read by the caller. Connection failures become 502/504."""
-    try:
-        return await _upstream_session().request(
-            method, url, headers=headers, data=content, allow_redirects=False
-        )
-    except TimeoutError:
-        raise ApiError(504, "upstream did not answer in time") from None
-    except aiohttp.ClientError as exc:
-        raise ApiError(502, f"upstream unreachable ({type(exc).__name__})") from None
+    """Send upstream on the shared pool (layer/upstream.py: failures become 502/504 there);
+    the answer is read by the caller."""
+    return await app.services.upstream.send(
+        method, url, headers=headers, data=content, timeout=_proxy_timeout()
+    )
 
 
 async def _stream_back(
@@ -171,8 +153,8 @@ async def _stream_back(
         async for chunk in upstream.content.iter_chunked(STREAM_CHUNK_BYTES):
             await response.write(chunk)
         await response.write_eof()
-    except TimeoutError:
-        raise ApiError(504, "upstream did not answer in time") from None
+    except TimeoutError as exc:
+        raise mapped_error(exc) from None
     finally:
         upstream.release()
     return response
@@ -237,6 +219,8 @@ async def _proxy_write(
     upstream = await _send(request.method, url, headers, content)
     try:
         answer = await upstream.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise mapped_error(exc) from None
     finally:
         upstream.release()
     location = upstream.headers.get("Location")
@@ -253,7 +237,7 @@ async def _proxy_write(
     elif 200 <= upstream.status < 300:
         rows = None
         try:
-            rows = int(json.loads(answer).get("rows_affected"))
+            rows = int(orjson.loads(answer).get("rows_affected"))
         except (ValueError, TypeError, AttributeError):
             pass
         app.services.notifications.submit(namespace, rows=rows, body_bytes=len(body))
@@ -323,8 +307,8 @@ async def _read_back(
     """Upstream's answer read whole, with Layer's attributes hidden from a 2xx one."""
     try:
         answer = await upstream.read()
-    except TimeoutError:
-        raise ApiError(504, "upstream did not answer in time") from None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise mapped_error(exc) from None
     finally:
         upstream.release()
     if 200 <= upstream.status < 300:
@@ -350,17 +334,19 @@ def _hiding(method: str, rest: str) -> Callable[[bytes], bytes] | None:
 
 async def _relay_to_owner(request: web.Request, namespace: str, owner: str) -> web.StreamResponse:
     """A query on a namespace another worker owns: that worker holds the state to decide."""
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | _INFLATED}
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
     headers[ROUTED_HEADER] = "1"
     if app.services.notifications.has_pending(namespace):
         headers[PENDING_WRITE_HEADER] = "1"  # the owner cannot know it yet: it cuts
     try:
-        upstream = await _send(
-            request.method, f"{owner}{request.rel_url}", headers, _body_stream(request)
+        upstream = await peer_client().send(
+            request.method,
+            f"{owner}{request.rel_url}",
+            headers=headers,
+            data=_body_stream(request),
+            timeout=_proxy_timeout(),
         )
-    except ApiError as exc:
-        if exc.status != 502:
-            raise
+    except UpstreamUnavailable:
         # Not upstream's failure: the owning worker is gone (restarting, leaving).
         raise not_ready(f"freshness of {namespace}", f"worker {owner} unreachable") from None
     return await _stream_back(request, upstream)
@@ -410,5 +396,5 @@ async def proxy(request: web.Request) -> web.StreamResponse:
 
 
 async def close_proxy_client() -> None:
-    if _session is not None:
-        await _session.close()
+    """The proxy's pool is the upstream client's (layer/services.py)."""
+    await app.services.upstream.aclose()

@@ -19,16 +19,21 @@ is unknown, not ready, or unreachable: never stale state, never a 500 because a 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-import httpx
 from aiohttp import web
 
 from api.errors import ApiError
 from layer.app import app, settings
 from layer.events import partition_for
-from layer.http_transport import AiohttpTransport
-from layer.upstream import MAX_ERROR_CHARS, UpstreamStatusError
+from layer.upstream import (
+    MAX_ERROR_CHARS,
+    Upstream,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamStatusError,
+)
 from tables.faust_tables import freshness_table
 
 __all__ = [
@@ -37,6 +42,7 @@ __all__ = [
     "forward_to_owner",
     "not_ready",
     "owner_url",
+    "peer_client",
     "post_to_owner",
     "read_route",
 ]
@@ -48,9 +54,9 @@ _FORWARDED_HEADERS = ("Authorization", "Accept")
 #: Headers of the owner's answer passed back to the client.
 _RETURNED_HEADERS = ("Content-Type", "Retry-After")
 
-_peer_client = httpx.AsyncClient(
-    timeout=httpx.Timeout(settings.upstream_timeout_ms / 1000),
-    transport=AiohttpTransport(limit=64),
+#: Other workers, on the same client stack as upstream (no base URL: owners' URLs are whole).
+_peer_client = Upstream(
+    "", timeout_ms=settings.upstream_timeout_ms, metrics=None, max_connections=64
 )
 
 
@@ -89,11 +95,10 @@ async def forward_to_owner(request: web.Request, owner: str) -> web.Response:
     }
     headers[ROUTED_HEADER] = "1"
     try:
-        response = await _peer_client.get(f"{owner}{request.rel_url}", headers=headers)
-    except httpx.TransportError as exc:
+        response = await _peer_client.fetch("GET", f"{owner}{request.rel_url}", headers=headers)
+    except UpstreamError as exc:
         # The owner is gone or restarting: the partition has no ready answerer for now.
-        why = f"worker {owner} unreachable: {type(exc).__name__}"
-        raise not_ready(request.path, why) from None
+        raise not_ready(request.path, _unreachable(owner, exc)) from None
     return web.Response(
         status=response.status_code,
         body=response.content,
@@ -122,15 +127,26 @@ async def close_peer_client() -> None:
     await _peer_client.aclose()
 
 
+def peer_client() -> Upstream:
+    """The client other workers are asked with (the proxy relays queries to owners on it)."""
+    return _peer_client
+
+
 async def post_to_owner(owner: str, path: str, body: Any, authorization: str) -> Any:
     """POST `body` to `path` on the owner with the caller's credential; its JSON answer.
 
     The owner gone or not ready is a 503 (`not_ready`); another error keeps its status."""
-    headers = {"Authorization": authorization, ROUTED_HEADER: "1"}
+    headers = {
+        "Authorization": authorization,
+        ROUTED_HEADER: "1",
+        "Content-Type": "application/json",
+    }
     try:
-        response = await _peer_client.post(f"{owner}{path}", headers=headers, json=body)
-    except httpx.TransportError as exc:
-        raise not_ready(path, f"worker {owner} unreachable: {type(exc).__name__}") from None
+        response = await _peer_client.fetch(
+            "POST", f"{owner}{path}", headers=headers, data=json.dumps(body).encode()
+        )
+    except UpstreamError as exc:
+        raise not_ready(path, _unreachable(owner, exc)) from None
     if response.status_code == 503:
         raise ApiError(503, _error_message(response), {"Retry-After": str(NOT_READY_RETRY_AFTER_S)})
     if response.status_code >= 400:
@@ -138,7 +154,12 @@ async def post_to_owner(owner: str, path: str, body: Any, authorization: str) ->
     return response.json()
 
 
-def _error_message(response: httpx.Response) -> str:
+def _unreachable(owner: str, exc: UpstreamError) -> str:
+    """Why an owner did not answer (its connection failed, or it took too long)."""
+    return f"worker {owner} did not answer: {exc}"
+
+
+def _error_message(response: UpstreamResponse) -> str:
     try:
         message = str(response.json().get("error", ""))
     except (ValueError, AttributeError):

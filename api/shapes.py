@@ -12,12 +12,12 @@ from typing import Any
 from api.models import (
     CacheState,
     LayerBlock,
-    MetadataResponse,
     NamespaceRow,
     SnapshotBody,
     SnapshotPage,
 )
 from api.write_body import schema_without_layer
+from layer.upstream import UpstreamBadResponse
 from tables.freshness import (
     CacheTemperature,
     Freshness,
@@ -80,13 +80,17 @@ def with_evidence(block: LayerBlock, evidence: ReadEvidence) -> LayerBlock:
     )
 
 
-def metadata_body(upstream_body: dict[str, Any], block: LayerBlock | None) -> MetadataResponse:
+def metadata_body(upstream_body: Any, block: LayerBlock | None) -> dict[str, Any]:
     """Upstream's metadata verbatim (unknown fields too) plus the `layer` object; Layer's own
-    attributes (`_layer_*`, api/write_body.py) are left out of `schema`."""
-    body = upstream_body
+    attributes (`_layer_*`, api/write_body.py) are left out of `schema`. The shape is
+    `MetadataResponse`'s (the OpenAPI document's), built as a plain dict: upstream's body is
+    not validated again on every read."""
+    if not isinstance(upstream_body, dict):
+        raise UpstreamBadResponse("metadata that is not a JSON object")
+    body = {**upstream_body, "layer": None if block is None else block.model_dump()}
     if "schema" in body:
-        body = {**body, "schema": schema_without_layer(body["schema"])}
-    return MetadataResponse(**{**body, "layer": block})
+        body["schema"] = schema_without_layer(body["schema"])
+    return body
 
 
 def _int_or_none(value: Any) -> int | None:

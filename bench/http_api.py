@@ -247,6 +247,62 @@ async def metadata_c32(
     return result
 
 
+async def measure_beside(
+    client: Client, label: str, url: str, direct_url: str, pid: int, emulator_pid: int,
+    args: argparse.Namespace, idle_share: float = 0.0,
+) -> None:  # fmt: skip
+    """Part 1's two measurements on another target (a relay, a worker of another commit)."""
+    c0, t0 = proc_cpu_s(pid), time.perf_counter()
+    c1 = await metadata_c1(client, url, direct_url, args.requests, args.warmup)
+    wall = time.perf_counter() - t0
+    cpu_us = 1e6 * (proc_cpu_s(pid) - c0 - idle_share * wall) / (args.requests + args.warmup)
+    s_l, s_d = percentiles(c1["layer"]), percentiles(c1["direct"])
+    out(f"{label}, concurrency 1: p50 {s_l['p50']:.2f} vs direct {s_d['p50']:.2f} ms, "
+        f"added p50 {s_l['p50'] - s_d['p50']:.3f} ms (per-pair median "
+        f"{statistics.median(c1['diffs']):.3f}), p99 {s_l['p99']:.2f} vs {s_d['p99']:.2f} ms; "
+        f"CPU per read {cpu_us:.0f} µs")  # fmt: skip
+    c32 = await metadata_c32(
+        client, url, direct_url, args.c32_requests, 32, args.block, pid, emulator_pid
+    )
+    rates = {t: c32[t]["n"] / c32[t]["wall_s"] for t in ("layer", "direct")}
+    r = c32["layer"]
+    out(f"{label}, concurrency 32: throughput ratio /direct "
+        f"{rates['layer'] / rates['direct']:.3f} (median block pair "
+        f"{statistics.median(c32['pair_ratios']):.3f}); CPU per read: {label} "
+        f"{1e6 * r['worker_cpu'] / r['n']:.0f} µs, emulator "
+        f"{1e6 * r['emulator_cpu'] / r['n']:.0f} µs, client "
+        f"{1e6 * r['client_cpu'] / r['n']:.0f} µs")  # fmt: skip
+
+
+async def relay_floor(client: Client, emulator: EmulatorProcess, args: argparse.Namespace) -> None:
+    """Part 1 again on bench/bare_relay.py (Layer's two HTTP stacks and nothing else), plain
+    and shaped: the CPU and latency a relayed read costs on this machine before any of
+    Layer's own work."""
+    import socket
+    import subprocess
+    import sys
+
+    direct_url = f"{emulator.url}/v2/namespaces/{METADATA_NAMESPACE}/metadata"
+    for variant in ("plain", "shaped"):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        argv = [sys.executable, str(Path(__file__).with_name("bare_relay.py")), str(port)]
+        argv += [emulator.url] + (["--shape"] if variant == "shaped" else [])
+        relay = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        try:
+            assert relay.stdout is not None
+            await asyncio.to_thread(relay.stdout.readline)  # "ready"
+            url = f"http://127.0.0.1:{port}/v2/namespaces/{METADATA_NAMESPACE}/metadata"
+            await measure_beside(
+                client, f"bare relay ({variant})", url, direct_url, relay.pid,
+                emulator.process.pid, args,
+            )  # fmt: skip
+        finally:
+            relay.terminate()
+            relay.wait()
+
+
 # ---------------------------------------------------------------- part 2: listing
 
 
@@ -376,12 +432,16 @@ def top_functions(path: Path, top: int = 25) -> str:
     return "\n".join(lines)
 
 
+#: py-spy samples per second (`--profile-rate`).
+PROFILE_RATE = {"hz": 100}
+
+
 async def profile_during(
     name: str, pid: int, seconds: float, directory: Path, load: Callable[[], Awaitable[Any]]
 ) -> None:
     """Record `seconds` of py-spy on `pid` while `load()` runs back to back, then summarize."""
     path = directory / f"{name}.txt"
-    recorder = profile_worker(pid, seconds, path)
+    recorder = profile_worker(pid, seconds, path, rate=PROFILE_RATE["hz"])
     if recorder is None:
         return
     await asyncio.sleep(0.3)  # let py-spy attach
@@ -401,13 +461,15 @@ async def profile_during(
 
 async def upstream_clients(base_url: str, path: str, n: int, rounds: int) -> None:
     """CPU per request of HTTP clients doing Layer's upstream metadata GET (JSON parsed), in
-    this process, against the emulator: Layer's own `Upstream` (httpx) and alternatives."""
+    this process, against the emulator: Layer's own `Upstream` (aiohttp) and alternatives."""
+    from httpx_over_aiohttp import AiohttpTransport
+
     from layer.metrics import LayerMetrics
     from layer.upstream import Upstream
 
     makers: dict[str, Callable[[], Any]] = {}
 
-    def layer_httpx() -> Any:
+    def layer_upstream() -> Any:
         upstream = Upstream(base_url, timeout_ms=10_000, metrics=LayerMetrics())
 
         async def get() -> None:
@@ -415,7 +477,28 @@ async def upstream_clients(base_url: str, path: str, n: int, rounds: int) -> Non
 
         return get, upstream.aclose
 
-    makers[f"httpx {importlib_version('httpx')} (layer.upstream.Upstream)"] = layer_httpx
+    makers["layer.upstream.Upstream (aiohttp, since issue 15)"] = layer_upstream
+
+    def httpx_over_aiohttp() -> Any:
+        import httpx
+
+        client = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=httpx.Timeout(10.0),
+            transport=AiohttpTransport(limit=256),
+            headers={"Accept": "application/json", "User-Agent": "layer"},
+        )
+
+        async def get() -> None:
+            response = await client.get(path, headers={"Authorization": f"Bearer {API_KEY}"})
+            response.raise_for_status()
+            response.json()
+
+        return get, client.aclose
+
+    makers[f"httpx {importlib_version('httpx')} over aiohttp (Layer before issue 15)"] = (
+        httpx_over_aiohttp
+    )
     try:
         import httpx2
 
@@ -534,6 +617,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 NAMESPACE_LIST_CACHE_TTL_MS=str(CACHE_TTL_MS),
                 LAYER_LIST_METADATA_CONCURRENCY=str(LIST_CONCURRENCY),
             )  # fmt: skip
+            env_a.update(dict(item.split("=", 1) for item in args.worker_env))
             worker_a = WorkerProcess(env_a, work / "worker-a", work / "worker-a.log")
             workers.append(worker_a)
             worker_a.start()
@@ -617,131 +701,179 @@ async def main_async(args: argparse.Namespace) -> None:
                     f"emulator {1e6 * r['emulator_cpu'] / r['n']:.0f}  "
                     f"client {1e6 * r['client_cpu'] / r['n']:.0f}")  # fmt: skip
 
-            # ------------------------------------------------ part 2 setup
-            out()
-            out("## Part 2: 1000-namespace listing, 20 ms upstream latency on metadata")
-            env_b = base_env(
-                broker, emulator,
-                NAMESPACE_LIST_CACHE_TTL_MS="0",
-                LAYER_LIST_METADATA_CONCURRENCY=str(LIST_CONCURRENCY),
-            )  # fmt: skip
-            worker_b = WorkerProcess(env_b, work / "worker-b", work / "worker-b.log")
-            workers.append(worker_b)
-            worker_b.spawn()
-            ready_b = threading.Thread(target=worker_b.wait_ready, daemon=True)
-            ready_b.start()
-            names = [f"{LIST_PREFIX}{i:04d}" for i in range(LIST_SIZE)]
-            t0 = time.perf_counter()
-            await emulator.create_namespaces(names, concurrency=32)
-            out(
-                f"created {LIST_SIZE} namespaces in the emulator "
-                f"in {time.perf_counter() - t0:.1f} s"
-            )
-            await asyncio.to_thread(ready_b.join)
-            if not worker_b.ready_at:
-                raise RuntimeError("worker B did not become ready")
-            out(f"worker B (cache TTL 0) ready in {worker_b.ready_at - worker_b.started_at:.1f} s")
-            fault_id = emulator.control(
-                "POST", "/faults", {"route": "metadata", "latency_ms": FAULT_LATENCY_MS}
-            )["id"]
-            out(f"fault rule {fault_id}: route=metadata latency_ms={FAULT_LATENCY_MS}")
-
-            list_path = f"/v2/namespaces?prefix={LIST_PREFIX}&page_size={LIST_SIZE}"
-            url_b, url_a = worker_b.url + list_path, worker_a.url + list_path
-
-            async def listing(url: str) -> tuple[float, int, int]:
-                elapsed, body = await client.get(url)
-                rows, errors = listing_rows(body)
-                return elapsed, rows, errors
-
-            # ------------------------------------------------ part 2, cold
-            first_ms, rows, errors = await listing(url_b)
-            out(f"cold, first listing on worker B (also registers {rows} namespaces): "
-                f"{first_ms:.0f} ms, rows={rows}, metadata_errors={errors}")  # fmt: skip
-            settled = await asyncio.to_thread(wait_polls_settled, worker_b, LIST_SIZE)
-            out(f"  watcher settled: registrations={settled.get('registrations_total')}, "
-                f"polls={settled.get('polls_total')}")  # fmt: skip
-            cold: list[float] = []
-            w0, e0 = worker_b.cpu_seconds(), proc_cpu_s(emulator.process.pid)
-            for _ in range(args.cold_samples):
-                elapsed, rows, errors = await listing(url_b)
-                if rows != LIST_SIZE or errors:
-                    out(f"  ! sample with rows={rows} metadata_errors={errors}")
-                cold.append(elapsed)
-            cold_worker_cpu = (worker_b.cpu_seconds() - w0) / len(cold)
-            cold_emulator_cpu = (proc_cpu_s(emulator.process.pid) - e0) / len(cold)
-            floor_ms = math.ceil(LIST_SIZE / LIST_CONCURRENCY) * FAULT_LATENCY_MS
-            cold_median = statistics.median(cold)
-            out(f"cold listing (TTL 0), {len(cold)} samples ms: "
-                + ", ".join(f"{x:.0f}" for x in cold))  # fmt: skip
-            out(f"  median {cold_median:.0f} ms  [target <= {COLD_TARGET_MS:.0f} ms; "
-                f"latency floor ceil(1000/16)x20 = {floor_ms} ms; "
-                f"median/floor = {cold_median / floor_ms:.2f}]")  # fmt: skip
-            out(f"  CPU per cold listing: worker {1000 * cold_worker_cpu:.0f} ms "
-                f"({1e6 * cold_worker_cpu / LIST_SIZE:.0f} µs/row), "
-                f"emulator {1000 * cold_emulator_cpu:.0f} ms")  # fmt: skip
-
-            if not args.no_profile:
-                await profile_during(
-                    "cold-listing", worker_b.pid, args.profile_seconds, work, lambda: listing(url_b)
+            if args.baseline_env:
+                out()
+                out("## Part 1a: the same reads through a baseline worker (--baseline-env)")
+                env_base = base_env(
+                    broker, emulator,
+                    NAMESPACE_LIST_CACHE_TTL_MS=str(CACHE_TTL_MS),
+                    LAYER_LIST_METADATA_CONCURRENCY=str(LIST_CONCURRENCY),
+                )  # fmt: skip
+                env_base.update(dict(item.split("=", 1) for item in args.baseline_env))
+                worker_base = WorkerProcess(
+                    env_base, work / "worker-base", work / "worker-base.log"
                 )
-            worker_b.close()
+                workers.append(worker_base)
+                worker_base.start()
+                base_url = f"{worker_base.url}/v2/namespaces/{METADATA_NAMESPACE}/metadata"
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    _, body = await client.get(base_url)
+                    if json.loads(body)["layer"]["is_stable"]:
+                        break
+                    await asyncio.sleep(0.1)
+                b0, tb = worker_base.cpu_seconds(), time.perf_counter()
+                await asyncio.sleep(3)
+                base_idle = (worker_base.cpu_seconds() - b0) / (time.perf_counter() - tb)
+                out(f"baseline worker idle CPU: {100 * base_idle:.1f}% of a core")
+                await measure_beside(
+                    client, "baseline worker", base_url, direct_url, worker_base.pid,
+                    emulator.process.pid, args, base_idle,
+                )  # fmt: skip
+                await measure_beside(
+                    client, "this worker (again)", layer_url, direct_url, worker_a.pid,
+                    emulator.process.pid, args, idle_share,
+                )  # fmt: skip
+                worker_base.close()
 
-            # ------------------------------------------------ part 2, cached
-            fill_ms, rows, errors = await listing(url_a)
-            out(f"worker A first listing (registers, fills the cache): {fill_ms:.0f} ms, "
-                f"rows={rows}, "
-                f"metadata_errors={errors}")  # fmt: skip
-            filled_at = time.monotonic()
-            await asyncio.to_thread(wait_polls_settled, worker_a, LIST_SIZE)
-            cached: list[float] = []
-            gz: list[float] = []
-            refills: list[float] = []
-            cached_bytes = gz_bytes = 0
-            gzip_client = Client(gzip=True)
-            extra_clients.append(gzip_client)
-            await gzip_client.get(url_a)  # open its connection (a cache hit)
-            while len(cached) < args.cached_samples:
-                # Let the entry expire (TTL counts from the worker's put, before we got the
-                # answer), then refill it: a cold rebuild, timed apart.
-                age = time.monotonic() - filled_at
-                await asyncio.sleep(max(0.0, CACHE_TTL_MS / 1000 - age) + 0.05)
-                refill_ms, body = await client.get(url_a)
-                refills.append(refill_ms)
+            if args.relay_floor:
+                out()
+                out("## Part 1b: the same reads through a bare aiohttp relay (bench/bare_relay.py)")
+                await relay_floor(client, emulator, args)
+
+            if not args.metadata_only:  # parts 2 and 3
+                # ------------------------------------------------ part 2 setup
+                out()
+                out("## Part 2: 1000-namespace listing, 20 ms upstream latency on metadata")
+                env_b = base_env(
+                    broker, emulator,
+                    NAMESPACE_LIST_CACHE_TTL_MS="0",
+                    LAYER_LIST_METADATA_CONCURRENCY=str(LIST_CONCURRENCY),
+                )  # fmt: skip
+                worker_b = WorkerProcess(env_b, work / "worker-b", work / "worker-b.log")
+                workers.append(worker_b)
+                worker_b.spawn()
+                ready_b = threading.Thread(target=worker_b.wait_ready, daemon=True)
+                ready_b.start()
+                names = [f"{LIST_PREFIX}{i:04d}" for i in range(LIST_SIZE)]
+                t0 = time.perf_counter()
+                await emulator.create_namespaces(names, concurrency=32)
+                out(
+                    f"created {LIST_SIZE} namespaces in the emulator "
+                    f"in {time.perf_counter() - t0:.1f} s"
+                )
+                await asyncio.to_thread(ready_b.join)
+                if not worker_b.ready_at:
+                    raise RuntimeError("worker B did not become ready")
+                out(
+                    f"worker B (cache TTL 0) ready in "
+                    f"{worker_b.ready_at - worker_b.started_at:.1f} s"
+                )
+                fault_id = emulator.control(
+                    "POST", "/faults", {"route": "metadata", "latency_ms": FAULT_LATENCY_MS}
+                )["id"]
+                out(f"fault rule {fault_id}: route=metadata latency_ms={FAULT_LATENCY_MS}")
+
+                list_path = f"/v2/namespaces?prefix={LIST_PREFIX}&page_size={LIST_SIZE}"
+                url_b, url_a = worker_b.url + list_path, worker_a.url + list_path
+
+                async def listing(url: str) -> tuple[float, int, int]:
+                    elapsed, body = await client.get(url)
+                    rows, errors = listing_rows(body)
+                    return elapsed, rows, errors
+
+                # ------------------------------------------------ part 2, cold
+                first_ms, rows, errors = await listing(url_b)
+                out(f"cold, first listing on worker B (also registers {rows} namespaces): "
+                    f"{first_ms:.0f} ms, rows={rows}, metadata_errors={errors}")  # fmt: skip
+                settled = await asyncio.to_thread(wait_polls_settled, worker_b, LIST_SIZE)
+                out(f"  watcher settled: registrations={settled.get('registrations_total')}, "
+                    f"polls={settled.get('polls_total')}")  # fmt: skip
+                cold: list[float] = []
+                w0, e0 = worker_b.cpu_seconds(), proc_cpu_s(emulator.process.pid)
+                for _ in range(args.cold_samples):
+                    elapsed, rows, errors = await listing(url_b)
+                    if rows != LIST_SIZE or errors:
+                        out(f"  ! sample with rows={rows} metadata_errors={errors}")
+                    cold.append(elapsed)
+                cold_worker_cpu = (worker_b.cpu_seconds() - w0) / len(cold)
+                cold_emulator_cpu = (proc_cpu_s(emulator.process.pid) - e0) / len(cold)
+                floor_ms = math.ceil(LIST_SIZE / LIST_CONCURRENCY) * FAULT_LATENCY_MS
+                cold_median = statistics.median(cold)
+                out(f"cold listing (TTL 0), {len(cold)} samples ms: "
+                    + ", ".join(f"{x:.0f}" for x in cold))  # fmt: skip
+                out(f"  median {cold_median:.0f} ms  [target <= {COLD_TARGET_MS:.0f} ms; "
+                    f"latency floor ceil(1000/16)x20 = {floor_ms} ms; "
+                    f"median/floor = {cold_median / floor_ms:.2f}]")  # fmt: skip
+                out(f"  CPU per cold listing: worker {1000 * cold_worker_cpu:.0f} ms "
+                    f"({1e6 * cold_worker_cpu / LIST_SIZE:.0f} µs/row), "
+                    f"emulator {1000 * cold_emulator_cpu:.0f} ms")  # fmt: skip
+
+                if not args.no_profile:
+                    await profile_during(
+                        "cold-listing",
+                        worker_b.pid,
+                        args.profile_seconds,
+                        work,
+                        lambda: listing(url_b),
+                    )
+                worker_b.close()
+
+                # ------------------------------------------------ part 2, cached
+                fill_ms, rows, errors = await listing(url_a)
+                out(f"worker A first listing (registers, fills the cache): {fill_ms:.0f} ms, "
+                    f"rows={rows}, "
+                    f"metadata_errors={errors}")  # fmt: skip
                 filled_at = time.monotonic()
-                while (
-                    len(cached) < args.cached_samples
-                    and time.monotonic() - filled_at < CACHE_SAMPLE_WINDOW_S
-                ):
-                    elapsed, body = await client.get(url_a)
-                    cached.append(elapsed)
-                    cached_bytes = len(body)
-                    if len(gz) < args.gzip_samples:  # side by side: the gzip variant
-                        elapsed, body = await gzip_client.get(url_a)
-                        gz.append(elapsed)
-                        gz_bytes = len(body)
-            s_cached = percentiles(cached)
-            out(
-                f"cached listing (TTL {CACHE_TTL_MS} ms, concurrency 1), "
-                f"{cached_bytes} bytes/answer, ms:"
-            )
-            out(f"  {fmt(s_cached)}  [target p99 <= {CACHED_P99_TARGET_MS} ms]")
-            out("  cold refills on worker A (cache on, watcher settled), ms: "
-                + ", ".join(f"{x:.0f}" for x in refills))  # fmt: skip
+                await asyncio.to_thread(wait_polls_settled, worker_a, LIST_SIZE)
+                cached: list[float] = []
+                gz: list[float] = []
+                refills: list[float] = []
+                cached_bytes = gz_bytes = 0
+                gzip_client = Client(gzip=True)
+                extra_clients.append(gzip_client)
+                await gzip_client.get(url_a)  # open its connection (a cache hit)
+                while len(cached) < args.cached_samples:
+                    # Let the entry expire (TTL counts from the worker's put, before we got the
+                    # answer), then refill it: a cold rebuild, timed apart.
+                    age = time.monotonic() - filled_at
+                    await asyncio.sleep(max(0.0, CACHE_TTL_MS / 1000 - age) + 0.05)
+                    refill_ms, body = await client.get(url_a)
+                    refills.append(refill_ms)
+                    filled_at = time.monotonic()
+                    while (
+                        len(cached) < args.cached_samples
+                        and time.monotonic() - filled_at < CACHE_SAMPLE_WINDOW_S
+                    ):
+                        elapsed, body = await client.get(url_a)
+                        cached.append(elapsed)
+                        cached_bytes = len(body)
+                        if len(gz) < args.gzip_samples:  # side by side: the gzip variant
+                            elapsed, body = await gzip_client.get(url_a)
+                            gz.append(elapsed)
+                            gz_bytes = len(body)
+                s_cached = percentiles(cached)
+                out(
+                    f"cached listing (TTL {CACHE_TTL_MS} ms, concurrency 1), "
+                    f"{cached_bytes} bytes/answer, ms:"
+                )
+                out(f"  {fmt(s_cached)}  [target p99 <= {CACHED_P99_TARGET_MS} ms]")
+                out("  cold refills on worker A (cache on, watcher settled), ms: "
+                    + ", ".join(f"{x:.0f}" for x in refills))  # fmt: skip
 
-            out(f"cached listing with Accept-Encoding: gzip ({gz_bytes} bytes/answer), alternating "
-                f"with the above, ms:")  # fmt: skip
-            out(f"  {fmt(percentiles(gz))}")
+                out(f"cached listing with Accept-Encoding: gzip ({gz_bytes} bytes/answer), "
+                    f"alternating with the above, ms:")  # fmt: skip
+                out(f"  {fmt(percentiles(gz))}")
 
-            emulator.control("DELETE", "/faults")
+                emulator.control("DELETE", "/faults")
 
-            # ------------------------------------------------ part 3, upstream client cost
-            out()
-            out("## Part 3: upstream client cost (what Layer's half of a metadata read spends)")
-            await upstream_clients(
-                emulator.url, f"/v2/namespaces/{METADATA_NAMESPACE}/metadata",
-                args.client_requests, args.client_rounds,
-            )  # fmt: skip
+                # ------------------------------------------------ part 3, upstream client cost
+                out()
+                out("## Part 3: upstream client cost (what Layer's half of a metadata read spends)")
+                await upstream_clients(
+                    emulator.url, f"/v2/namespaces/{METADATA_NAMESPACE}/metadata",
+                    args.client_requests, args.client_rounds,
+                )  # fmt: skip
 
             # ------------------------------------------------ profiles (after measuring)
             if not args.no_profile:
@@ -755,12 +887,13 @@ async def main_async(args: argparse.Namespace) -> None:
                     "metadata-c32", worker_a.pid, args.profile_seconds, work,
                     lambda: run_block(client, layer_url, args.block, 32),
                 )  # fmt: skip
-                await asyncio.sleep(max(0.0, CACHE_TTL_MS / 1000 + 0.1))
-                await client.get(url_a)  # fill
-                await profile_during(
-                    "cached-listing", worker_a.pid, min(args.profile_seconds, 6.0), work,
-                    lambda: client.get(url_a),
-                )  # fmt: skip
+                if not args.metadata_only:
+                    await asyncio.sleep(max(0.0, CACHE_TTL_MS / 1000 + 0.1))
+                    await client.get(url_a)  # fill
+                    await profile_during(
+                        "cached-listing", worker_a.pid, min(args.profile_seconds, 6.0), work,
+                        lambda: client.get(url_a),
+                    )  # fmt: skip
         finally:
             for c in (client, *extra_clients):
                 await c.close()
@@ -784,11 +917,34 @@ def main() -> None:
     parser.add_argument("--cached-samples", type=int, default=2000)
     parser.add_argument("--gzip-samples", type=int, default=1000)
     parser.add_argument("--profile-seconds", type=float, default=6.0)
+    parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples/s")
     parser.add_argument("--client-requests", type=int, default=600, help="part 3, per measurement")
     parser.add_argument("--client-rounds", type=int, default=3)
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
+    parser.add_argument("--metadata-only", action="store_true", help="part 1 and its profiles only")
+    parser.add_argument(
+        "--baseline-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="part 1 also on a worker with these settings (e.g. PYTHONPATH=<an older "
+        "checkout> for before/after in one run); repeat for more",
+    )
+    parser.add_argument(
+        "--relay-floor",
+        action="store_true",
+        help="part 1 also through bench/bare_relay.py (the floor of a relayed read)",
+    )
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of worker A (e.g. LAYER_EVENT_LOOP=asyncio); repeat for more",
+    )
     args = parser.parse_args()
+    PROFILE_RATE["hz"] = args.profile_rate
     if args.quick:
         args.requests, args.c32_requests, args.block, args.warmup = 300, 800, 200, 50
         args.cold_samples, args.cached_samples, args.gzip_samples = 2, 300, 50

@@ -97,9 +97,6 @@ def run_worker(_args: argparse.Namespace) -> None:
     _ensure_topics_or_exit(settings, app)
     wire(app, build_services(app_settings))
 
-    # httpx logs every request at INFO: too loud for a service that polls continuously.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-
     LayerWorker(
         app, loglevel=settings.log_level.upper(), redirect_stdouts=False
     ).execute_from_commandline()

@@ -349,9 +349,9 @@ class Settings(BaseSettings):
             )
         return self
 
-    @property
+    @cached_property
     def layer_api_keys(self) -> frozenset[str]:
-        """The keys of `LAYER_API_KEYS` (empty: pass-through mode)."""
+        """The keys of `LAYER_API_KEYS` (empty: pass-through mode); read on every request."""
         if self.api_keys is None:
             return frozenset()
         return frozenset(

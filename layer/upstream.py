@@ -1,4 +1,5 @@
-"""turbopuffer I/O: one shared httpx client; httpx errors become `UpstreamError`s here.
+"""turbopuffer I/O: one aiohttp connection pool per upstream; its failures become
+`UpstreamError`s here, and only here.
 
 Errors (drawn once):
 
@@ -9,22 +10,32 @@ Errors (drawn once):
         ├── UpstreamStatusError    upstream answered with an error status (kept as is)
         └── UpstreamBadResponse    a 2xx body Layer cannot read (→ 502)
 
+One `Upstream` per base URL serves every caller: the watcher's polls, the metadata, listing
+and warm routes, the operations follower (`request`, `get_json`, `metadata`: bodies read
+whole) and the proxy (`send`: the answer streamed back). aiohttp's client, not httpx:
+bench/http_api.py part 3 measured httpx 0.28 over aiohttp's pool at 224-275 µs of CPU per
+metadata GET and this client at 72-117 µs (BENCHMARKS.md, "Read path at its floor").
+
 `parse_metadata` is pure and tested on literal upstream bodies.
 """
 
 from __future__ import annotations
 
+import json as jsonlib
 import re
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from http import HTTPStatus
 from typing import Any
 
-import httpx
+import aiohttp
+from multidict import CIMultiDictProxy
 
 from layer.errors import LayerError
 from layer.events import NAMESPACE_PATTERN
-from layer.http_transport import AiohttpTransport
 from layer.metrics import LayerMetrics
 from tables.freshness import IndexObservation
 
@@ -33,9 +44,11 @@ __all__ = [
     "Upstream",
     "UpstreamBadResponse",
     "UpstreamError",
+    "UpstreamResponse",
     "UpstreamStatusError",
     "UpstreamTimeout",
     "UpstreamUnavailable",
+    "mapped_error",
     "parse_metadata",
     "parse_retry_after_ms",
     "upstream_route",
@@ -51,6 +64,11 @@ _ROUTE_RE = re.compile(r"^/v\d+/namespaces(?:/[^/]+(?:/(?P<action>[^/?]+))?)?/?$
 _KNOWN_ACTIONS = frozenset(
     {"metadata", "hint_cache_warm", "query", "multi-query", "schema", "export", "explain_query"}
 )
+#: Headers aiohttp would otherwise add on its own: the proxy relays the caller's instead.
+_SKIP_AUTO_HEADERS = ("User-Agent", "Accept-Encoding", "Content-Type")
+#: Headers of Layer's own calls (`request`): small JSON, asked for uncompressed (the pool
+#: does not decompress: the proxy relays bodies as they are).
+_OWN_HEADERS = {"Accept": "application/json", "User-Agent": "layer", "Accept-Encoding": "identity"}
 
 
 class UpstreamError(LayerError):
@@ -92,8 +110,10 @@ def validate_namespace(namespace: str) -> str:
     return namespace
 
 
-def parse_retry_after_ms(headers: httpx.Headers) -> int | None:
-    """`retry-after-ms` or `Retry-After` (seconds or an HTTP date) in ms; None if absent."""
+def parse_retry_after_ms(headers: Mapping[str, str]) -> int | None:
+    """`retry-after-ms` or `Retry-After` (seconds or an HTTP date) in ms; None if absent.
+
+    `headers` is case-insensitive (an aiohttp `CIMultiDictProxy`)."""
     if (value := headers.get("retry-after-ms")) is not None:
         try:
             return max(0, int(float(value)))
@@ -125,7 +145,21 @@ def upstream_route(path: str) -> str:
     return action if action in _KNOWN_ACTIONS else "other"
 
 
-def _error_message(response: httpx.Response) -> str:
+@dataclass(frozen=True, slots=True)
+class UpstreamResponse:
+    """An upstream answer read whole: status, headers (case-insensitive) and body."""
+
+    status_code: int
+    headers: CIMultiDictProxy[str]
+    content: bytes
+    reason_phrase: str
+
+    def json(self) -> Any:
+        """The body as JSON; ValueError if it is not."""
+        return jsonlib.loads(self.content)
+
+
+def _error_message(response: UpstreamResponse) -> str:
     """The `error` of turbopuffer's error body, shortened; never the raw body."""
     try:
         body = response.json()
@@ -134,6 +168,21 @@ def _error_message(response: httpx.Response) -> str:
         message = None
     text = str(message) if message else response.reason_phrase or "error"
     return text[:MAX_ERROR_CHARS]
+
+
+def _reason(status: int) -> str:
+    """The standard reason phrase of `status` ("" for a code without one)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def mapped_error(exc: BaseException) -> UpstreamError:
+    """The UpstreamError an aiohttp failure (or a timeout) is: the one place they are mapped."""
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout(f"upstream did not answer in time ({type(exc).__name__})")
+    return UpstreamUnavailable(f"upstream unreachable ({type(exc).__name__})")
 
 
 def parse_metadata(body: Any) -> IndexObservation:
@@ -164,32 +213,111 @@ def parse_metadata(body: Any) -> IndexObservation:
 
 
 class Upstream:
-    """The shared upstream client: base URL, timeouts, connection pool."""
+    """One upstream's client: base URL, timeout, and one aiohttp connection pool.
+
+    `Upstream("https://gcp-us-central1.turbopuffer.com", timeout_ms=10_000)`; the pool is
+    created on first use, inside the running event loop (aiohttp requires it). A `path`
+    that is an absolute URL is used as it is (the peer client asks other workers).
+
+    - `timeout_ms`: the whole of one call (connecting, waiting in the pool, the answer);
+    - `metrics`: where Layer's own calls are timed (`request`; None: not timed, as the
+      calls to other workers are not);
+    - `max_connections`: connections open at once (callers beyond it wait for one).
+    """
 
     def __init__(
         self,
         base_url: str,
         *,
         timeout_ms: int,
-        metrics: LayerMetrics,
-        max_connections: int = 256,
-        transport: httpx.AsyncBaseTransport | None = None,
+        metrics: LayerMetrics | None,
+        max_connections: int = 512,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._metrics = metrics
-        self.client = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(timeout_ms / 1000),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            # aiohttp's pool behind httpx's API (layer/http_transport.py); tests inject a mock.
-            transport=transport or AiohttpTransport(limit=max_connections),
-            headers={"Accept": "application/json", "User-Agent": "layer"},
-        )
+        self._timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000)
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        # The timing histogram's child per route label (`labels()` costs on every call).
+        self._timers: dict[str, Any] = {}
+
+    def session(self) -> aiohttp.ClientSession:
+        """The connection pool. Nothing is decompressed (the proxy relays bodies as they
+        are) and no cookie is kept (one pool serves every caller's credential)."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                timeout=self._timeout,
+                auto_decompress=False,
+                skip_auto_headers=_SKIP_AUTO_HEADERS,
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self._session is not None:
+            await self._session.close()
+
+    def url(self, path: str) -> str:
+        """`path` on this upstream (an absolute URL is kept as it is)."""
+        return path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str],
+        data: Any = None,
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> aiohttp.ClientResponse:
+        """Send one request as given; the caller reads the answer and releases it.
+
+        No header is added (the proxy relays the caller's); a redirect is returned, not
+        followed. A connection failure or timeout raises UpstreamUnavailable/UpstreamTimeout.
+        """
+        try:
+            return await self.session().request(
+                method,
+                self.url(path),
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                timeout=timeout or self._timeout,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise mapped_error(exc) from None
+
+    async def fetch(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+        data: Any = None,
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> UpstreamResponse:
+        """`send`, with the answer read whole (any status)."""
+        try:
+            async with self.session().request(
+                method,
+                self.url(path),
+                headers=headers,
+                params=params,
+                data=data,
+                allow_redirects=False,
+                timeout=timeout or self._timeout,
+            ) as response:
+                content = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise mapped_error(exc) from None
+        return UpstreamResponse(
+            status_code=response.status,
+            headers=response.headers,
+            content=content,
+            reason_phrase=_reason(response.status),
+        )
 
     async def request(
         self,
@@ -200,28 +328,34 @@ class Upstream:
         params: dict[str, str] | None = None,
         json: Any = None,
         headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        """Send one request; connection failures and timeouts become UpstreamErrors."""
-        all_headers = {"Authorization": f"Bearer {api_key}", **(headers or {})}
+    ) -> UpstreamResponse:
+        """One of Layer's own calls, read whole (any status), timed under its route.
+
+        `api_key` becomes `Authorization: Bearer …`; `json` is sent as a JSON body.
+        Connection failures and timeouts raise UpstreamErrors."""
+        all_headers = {**_OWN_HEADERS, "Authorization": f"Bearer {api_key}"}
+        if headers:
+            all_headers.update(headers)
+        data = None
+        if json is not None:
+            data = jsonlib.dumps(json).encode()
+            all_headers["Content-Type"] = "application/json"
         started = time.perf_counter()
         try:
-            return await self.client.request(
-                method, path, params=params, json=json, headers=all_headers
-            )
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(
-                f"upstream did not answer in time ({type(exc).__name__})"
-            ) from None
-        except httpx.TransportError as exc:
-            raise UpstreamUnavailable(f"upstream unreachable ({type(exc).__name__})") from None
+            return await self.fetch(method, path, headers=all_headers, params=params, data=data)
         finally:
-            self._metrics.upstream_request_seconds.labels(route=upstream_route(path)).observe(
-                time.perf_counter() - started
-            )
+            if self._metrics is not None:
+                elapsed = time.perf_counter() - started
+                route = upstream_route(path)
+                timer = self._timers.get(route)
+                if timer is None:
+                    histogram = self._metrics.upstream_request_seconds
+                    timer = self._timers[route] = histogram.labels(route=route)
+                timer.observe(elapsed)
 
     async def get_json(
         self, path: str, *, api_key: str, params: dict[str, str] | None = None
-    ) -> tuple[Any, httpx.Response]:
+    ) -> tuple[Any, UpstreamResponse]:
         """GET a JSON body; an error status or a non-JSON body raises."""
         response = await self.request("GET", path, api_key=api_key, params=params)
         if response.status_code >= 400:

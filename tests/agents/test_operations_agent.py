@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 from unittest.mock import AsyncMock
 
-import httpx
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from agents.ticks import poll_due_namespaces
 from agents.writes import apply_write_notifications
 from layer.app import settings
 from layer.clock import now_ms
 from layer.services import Services
+from layer.upstream import UpstreamResponse
 from tables.faust_tables import freshness_table
 from tables.freshness import Freshness, IndexStatus
 
@@ -37,8 +38,9 @@ def upstream_request(services: Services, monkeypatch: pytest.MonkeyPatch) -> Asy
     return mock
 
 
-def answer(status: int, body: object) -> httpx.Response:
-    return httpx.Response(status, json=body)
+def answer(status: int, body: object) -> UpstreamResponse:
+    headers = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json"}))
+    return UpstreamResponse(status, headers, json.dumps(body).encode(), reason_phrase="")
 
 
 def accepted(at_ms: int | None = None) -> bytes:

@@ -1,16 +1,18 @@
 """The verdicts of api/access.py: who may see Layer's data of a namespace, cached briefly.
 
-Upstream is an httpx MockTransport answering metadata per key: the watcher's key and another
-key of the watched organisation see the namespace created at "A"; a key of another
-organisation sees its own namespace of the same name, created at "B"; a bad key gets 401.
+Upstream is a real server on loopback (tests/fake_upstream.py) answering metadata per key:
+the watcher's key and another key of the watched organisation see the namespace created at
+"A"; a key of another organisation sees its own namespace of the same name, created at "B";
+a bad key gets 401.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import AsyncIterator
 
-import httpx
 import pytest
+from aiohttp import web
 
 from api.access import NamespaceAccess
 from api.auth import Credential, authenticate
@@ -19,6 +21,7 @@ from layer.metrics import LayerMetrics
 from layer.readiness import Readiness
 from layer.settings import Settings, load_settings
 from layer.upstream import Upstream
+from tests.fake_upstream import json_response, serving
 
 WATCHER, SAME_ORG, OTHER_ORG, BAD = "watcher-key", "same-org-key", "other-org-key", "bad-key"
 CREATED = {WATCHER: "2026-01-01T00:00:00Z", SAME_ORG: "2026-01-01T00:00:00Z",
@@ -55,23 +58,22 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def access(settings: Settings, calls: Counter[str], clock: Clock) -> NamespaceAccess:
-    def answer(request: httpx.Request) -> httpx.Response:
+async def access(
+    settings: Settings, calls: Counter[str], clock: Clock
+) -> AsyncIterator[NamespaceAccess]:
+    async def answer(request: web.Request) -> web.StreamResponse:
         key = request.headers["Authorization"].removeprefix("Bearer ")
         calls[key] += 1
         if key not in CREATED:
-            return httpx.Response(401, json={"status": "error", "error": "unauthorized"})
+            return json_response(401, {"status": "error", "error": "unauthorized"})
         body = {"index": {"status": "up-to-date"}, "created_at": CREATED[key]}
-        return httpx.Response(200, json=body)
+        return json_response(200, body)
 
-    upstream = Upstream(
-        "http://upstream.test",
-        timeout_ms=1000,
-        metrics=LayerMetrics(),
-        transport=httpx.MockTransport(answer),
-    )
-    readiness = Readiness(["layer-freshness-changelog"], settings.topic_partitions)
-    return NamespaceAccess(upstream, settings, readiness=readiness, clock=clock)
+    async with serving(answer) as base_url:
+        upstream = Upstream(base_url, timeout_ms=1000, metrics=LayerMetrics())
+        readiness = Readiness(["layer-freshness-changelog"], settings.topic_partitions)
+        yield NamespaceAccess(upstream, settings, readiness=readiness, clock=clock)
+        await upstream.aclose()
 
 
 def _credential(key: str, settings: Settings) -> Credential:

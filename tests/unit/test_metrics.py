@@ -3,15 +3,17 @@ the route labels of upstream timings name the route, never the namespace."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
-import httpx
 import pytest
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from layer.metrics import LAG_BUCKETS_S, LATENCY_BUCKETS_S, LayerMetrics
 from layer.upstream import Upstream, UpstreamTimeout, upstream_route
+from tests.fake_upstream import json_response, serving
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -139,25 +141,22 @@ def test_upstream_route_names_the_route_never_the_namespace(path: str, route: st
 
 
 async def test_an_upstream_call_is_timed_under_its_route_failures_included() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/metadata"):
-            return httpx.Response(200, json={"index": {"status": "up-to-date"}})
-        raise httpx.ReadTimeout("slow", request=request)
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("/metadata"):
+            return json_response(200, {"index": {"status": "up-to-date"}})
+        await asyncio.sleep(5)  # slower than the client waits
+        return json_response(200, {"namespaces": []})
 
     metrics = LayerMetrics()
-    client = Upstream(
-        "https://example.test",
-        timeout_ms=1_000,
-        metrics=metrics,
-        transport=httpx.MockTransport(handler),
-    )
     count = "layer_upstream_request_seconds_count"
-    try:
-        await client.metadata("products", api_key="k")
-        with pytest.raises(UpstreamTimeout):
-            await client.get_json("/v1/namespaces", api_key="k")
-    finally:
-        await client.aclose()
+    async with serving(handler) as base_url:
+        client = Upstream(base_url, timeout_ms=200, metrics=metrics)
+        try:
+            await client.metadata("products", api_key="k")
+            with pytest.raises(UpstreamTimeout):
+                await client.get_json("/v1/namespaces", api_key="k")
+        finally:
+            await client.aclose()
 
     assert metrics.value(count, route="metadata") == 1
     assert metrics.value(count, route="list") == 1

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from api.http import encode_json
+from api.models import MetadataResponse
 from api.shapes import layer_block, listing_row, metadata_body, snapshot_page
+from layer.upstream import UpstreamBadResponse
 from tables.freshness import Freshness, IndexStatus
 from tables.snapshots import Snapshot, SnapshotHistory
 
@@ -22,10 +28,29 @@ def test_a_namespace_layer_has_not_seen_is_unknown_and_never_stable() -> None:
 
 def test_metadata_keeps_every_upstream_field_verbatim_and_adds_layer() -> None:
     upstream = {"approx_row_count": 3, "index": {"status": "up-to-date"}, "future": [1, {"a": 2}]}
-    body = metadata_body(upstream, layer_block(STABLE, "warm")).model_dump(mode="json")
+    body = json.loads(encode_json(metadata_body(upstream, layer_block(STABLE, "warm"))))
     assert {k: v for k, v in body.items() if k != "layer"} == upstream
     assert body["layer"]["stable_as_of"] == 1000 and body["layer"]["is_stable"] is True
-    assert metadata_body(upstream, None).model_dump(mode="json")["layer"] is None
+    assert json.loads(encode_json(metadata_body(upstream, None)))["layer"] is None
+
+
+def test_metadata_is_the_documented_shape() -> None:
+    upstream = {"approx_row_count": 3, "index": {"status": "up-to-date"}, "future": [1, {"a": 2}]}
+    for block in (layer_block(STABLE, "warm"), layer_block(None, "unknown"), None):
+        body = json.loads(encode_json(metadata_body(upstream, block)))
+        assert MetadataResponse.model_validate(body).model_dump(mode="json") == body
+
+
+def test_metadata_keeps_an_integer_beyond_64_bits_exactly() -> None:
+    upstream = {"index": {"status": "up-to-date"}, "approx_logical_bytes": 2**70 + 1}
+    body = json.loads(encode_json(metadata_body(upstream, None)))
+    assert body["approx_logical_bytes"] == 2**70 + 1
+
+
+@pytest.mark.parametrize("upstream", [[], "metadata", None, 12])
+def test_metadata_that_is_not_an_object_is_a_bad_response(upstream: object) -> None:
+    with pytest.raises(UpstreamBadResponse):
+        metadata_body(upstream, None)
 
 
 def test_a_listing_row_shows_the_same_freshness_as_metadata() -> None:

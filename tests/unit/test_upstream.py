@@ -1,16 +1,20 @@
-"""The upstream client: parsing on literal turbopuffer bodies, error mapping on MockTransport."""
+"""The upstream client: parsing on literal turbopuffer bodies, error mapping against a real
+server on loopback (tests/fake_upstream.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
+from aiohttp import web
+from multidict import CIMultiDict
 
 import layer.upstream as upstream_module
 from layer.errors import LayerError
@@ -29,6 +33,7 @@ from layer.upstream import (
     validate_namespace,
 )
 from tables.freshness import IndexObservation
+from tests.fake_upstream import Handler, json_response, refused_url, serving, serving_raw
 
 API_KEY = "tpuf_secret_key_for_tests"
 BASE_URL = "https://gcp-us-central1.turbopuffer.com"
@@ -266,24 +271,39 @@ def frozen_now(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_retry_after_is_read_in_milliseconds(
     frozen_now: None, headers: dict[str, str], expected: int | None
 ) -> None:
-    assert parse_retry_after_ms(httpx.Headers(headers)) == expected
+    assert parse_retry_after_ms(CIMultiDict(headers)) == expected
 
 
-# --- Upstream: MockTransport -------------------------------------------------------------------
-
-Handler = Callable[[httpx.Request], httpx.Response]
+# --- Upstream: a real server on loopback (tests/fake_upstream.py) ----------------------------
 
 
 @pytest.fixture
-async def make_upstream() -> AsyncIterator[Callable[[Handler], Upstream]]:
+async def make_upstream() -> AsyncIterator[Callable[..., Awaitable[Upstream]]]:
+    """`await make(handler)`: an Upstream (base URL with a trailing slash) on a server that
+    answers with `handler`; `make(url)` for a server already there, `make(raw=b"...")` for
+    one that answers raw bytes."""
+    servers = AsyncExitStack()
     clients: list[Upstream] = []
 
-    def make(handler: Handler) -> Upstream:
+    async def make(
+        handler: Handler | str | None = None,
+        *,
+        raw: bytes | None = None,
+        timeout_ms: int = 1_000,
+        max_connections: int = 512,
+    ) -> Upstream:
+        if isinstance(handler, str):
+            base_url = handler
+        elif raw is not None:
+            base_url = await servers.enter_async_context(serving_raw(raw))
+        else:
+            assert handler is not None
+            base_url = await servers.enter_async_context(serving(handler))
         client = Upstream(
-            BASE_URL + "/",
-            timeout_ms=1_000,
+            base_url + "/",
+            timeout_ms=timeout_ms,
             metrics=LayerMetrics(),
-            transport=httpx.MockTransport(handler),
+            max_connections=max_connections,
         )
         clients.append(client)
         return client
@@ -291,69 +311,94 @@ async def make_upstream() -> AsyncIterator[Callable[[Handler], Upstream]]:
     yield make
     for client in clients:
         await client.aclose()
+    await servers.aclose()
 
 
 def respond(status_code: int, body: Any = None, **kwargs: Any) -> Handler:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if body is None:
-            return httpx.Response(status_code, **kwargs)
-        return httpx.Response(status_code, json=body, **kwargs)
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if "content" in kwargs:
+            return web.Response(
+                status=status_code, body=kwargs["content"], headers=kwargs.get("headers")
+            )
+        return json_response(status_code, body, **kwargs)
 
     return handler
 
 
-def raise_(exc_type: type[httpx.TransportError]) -> Handler:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise exc_type("boom", request=request)
+def sleeping(seconds: float) -> Handler:
+    """Answers only after `seconds`."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(seconds)
+        return json_response(200, QUIET_BODY)
 
     return handler
+
+
+async def stalling_body(request: web.Request) -> web.StreamResponse:
+    """Sends the status line, the headers and half the body, then nothing more."""
+    response = web.StreamResponse(status=200)
+    response.content_length = 100
+    await response.prepare(request)
+    await response.write(b'{"index": {"status": "up-to-')
+    await asyncio.sleep(5)
+    return response
+
+
+async def hanging_up(request: web.Request) -> web.StreamResponse:
+    """Closes the connection without an answer."""
+    assert request.transport is not None
+    request.transport.close()
+    await asyncio.sleep(1)
+    return web.Response()
 
 
 async def test_metadata_returns_the_body_verbatim_and_its_observation(make_upstream: Any) -> None:
-    seen: list[httpx.Request] = []
+    seen: list[tuple[str, str, dict[str, str]]] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json=UPDATING_BODY)
+    async def handler(request: web.Request) -> web.StreamResponse:
+        seen.append((request.method, str(request.url), dict(request.headers)))
+        return json_response(200, UPDATING_BODY)
 
-    body, observation = await make_upstream(handler).metadata("products", api_key=API_KEY)
+    client = await make_upstream(handler)
+    body, observation = await client.metadata("products", api_key=API_KEY)
     assert body == UPDATING_BODY
     assert observation.index_status == "updating"
-    (request,) = seen
-    assert request.method == "GET"
-    assert str(request.url) == f"{BASE_URL}/v2/namespaces/products/metadata"
-    assert request.headers["authorization"] == f"Bearer {API_KEY}"
-    assert request.headers["accept"] == "application/json"
+    ((method, url, headers),) = seen
+    assert method == "GET"
+    assert url == f"{client.base_url}/v2/namespaces/products/metadata"
+    assert headers["Authorization"] == f"Bearer {API_KEY}"
+    assert headers["Accept"] == "application/json"
 
 
 async def test_metadata_of_an_invalid_namespace_never_reaches_upstream(make_upstream: Any) -> None:
-    calls: list[httpx.Request] = []
+    calls: list[web.Request] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    async def handler(request: web.Request) -> web.StreamResponse:
         calls.append(request)
-        return httpx.Response(200, json=QUIET_BODY)
+        return json_response(200, QUIET_BODY)
 
     with pytest.raises(InvalidNamespace):
-        await make_upstream(handler).metadata("../../v1/namespaces", api_key=API_KEY)
+        await (await make_upstream(handler)).metadata("../../v1/namespaces", api_key=API_KEY)
     assert calls == []
 
 
 async def test_metadata_with_unknown_index_status_is_a_bad_response(make_upstream: Any) -> None:
     body = {**QUIET_BODY, "index": {"status": "rebuilding"}}
     with pytest.raises(UpstreamBadResponse):
-        await make_upstream(respond(200, body)).metadata("products", api_key=API_KEY)
+        await (await make_upstream(respond(200, body))).metadata("products", api_key=API_KEY)
 
 
 async def test_metadata_without_an_index_is_a_bad_response(make_upstream: Any) -> None:
     body = {k: v for k, v in QUIET_BODY.items() if k != "index"}
     with pytest.raises(UpstreamBadResponse):
-        await make_upstream(respond(200, body)).metadata("products", api_key=API_KEY)
+        await (await make_upstream(respond(200, body))).metadata("products", api_key=API_KEY)
 
 
 async def test_non_json_success_body_is_a_bad_response(make_upstream: Any) -> None:
     handler = respond(200, content=b"<html>gateway</html>", headers={"content-type": "text/html"})
     with pytest.raises(UpstreamBadResponse, match="not JSON"):
-        await make_upstream(handler).metadata("products", api_key=API_KEY)
+        await (await make_upstream(handler)).metadata("products", api_key=API_KEY)
 
 
 @pytest.mark.parametrize(
@@ -377,10 +422,9 @@ async def test_error_status_becomes_upstream_status_error(
     message: str,
     retry_after_ms: int | None,
 ) -> None:
+    client = await make_upstream(respond(status_code, body, headers=headers))
     with pytest.raises(UpstreamStatusError) as info:
-        await make_upstream(respond(status_code, body, headers=headers)).metadata(
-            "products", api_key=API_KEY
-        )
+        await client.metadata("products", api_key=API_KEY)
     error = info.value
     assert error.status_code == status_code
     assert error.upstream_message == message
@@ -393,57 +437,90 @@ async def test_error_status_with_a_text_body_keeps_the_reason_not_the_body(
 ) -> None:
     handler = respond(500, content=b"Traceback (most recent call last): ...")
     with pytest.raises(UpstreamStatusError) as info:
-        await make_upstream(handler).get_json("/v1/namespaces", api_key=API_KEY)
+        await (await make_upstream(handler)).get_json("/v1/namespaces", api_key=API_KEY)
     assert info.value.upstream_message == "Internal Server Error"
 
 
 async def test_long_upstream_error_message_is_shortened(make_upstream: Any) -> None:
+    client = await make_upstream(respond(400, {"error": "x" * 5_000}))
     with pytest.raises(UpstreamStatusError) as info:
-        await make_upstream(respond(400, {"error": "x" * 5_000})).get_json("/v1/x", api_key=API_KEY)
+        await client.get_json("/v1/x", api_key=API_KEY)
     assert len(info.value.upstream_message) == MAX_ERROR_CHARS
 
 
-@pytest.mark.parametrize(
-    "exc_type",
-    [httpx.ReadTimeout, httpx.ConnectTimeout, httpx.WriteTimeout, httpx.PoolTimeout],
-)
-async def test_timeouts_become_upstream_timeout(
-    make_upstream: Any, exc_type: type[httpx.TransportError]
-) -> None:
+#: Upstream too slow, each way it can be: (how the client is made, the failure it names).
+TIMEOUTS: dict[str, tuple[Callable[[Any], Awaitable[Upstream]], str]] = {
+    "no-answer": (lambda make: make(sleeping(5), timeout_ms=200), "TimeoutError"),
+    "body-stalls": (lambda make: make(stalling_body, timeout_ms=200), "TimeoutError"),
+}
+#: Upstream unreachable, each way it can be: (how the client is made, the failure it names).
+UNAVAILABLE: dict[str, tuple[Callable[[Any], Awaitable[Upstream]], str]] = {
+    "refused": (lambda make: make(refused_url()), "ClientConnectorError"),
+    "hangs-up": (lambda make: make(hanging_up), "ServerDisconnectedError"),
+    "not-http": (lambda make: make(raw=b"garbage\r\n\r\n"), "ClientResponseError"),
+    "truncated-body": (
+        lambda make: make(raw=b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"),
+        "ClientPayloadError",
+    ),
+}
+
+
+@pytest.mark.parametrize("scenario", list(TIMEOUTS))
+async def test_timeouts_become_upstream_timeout(make_upstream: Any, scenario: str) -> None:
+    make, failure = TIMEOUTS[scenario]
     with pytest.raises(UpstreamTimeout) as info:
-        await make_upstream(raise_(exc_type)).metadata("products", api_key=API_KEY)
-    assert exc_type.__name__ in str(info.value)
+        await (await make(make_upstream)).metadata("products", api_key=API_KEY)
+    assert failure in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+async def test_waiting_for_a_connection_counts_towards_the_timeout(make_upstream: Any) -> None:
+    release = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await release.wait()
+        return json_response(200, QUIET_BODY)
+
+    client = await make_upstream(handler, timeout_ms=300, max_connections=1)
+    first = asyncio.create_task(client.metadata("products", api_key=API_KEY))
+    await asyncio.sleep(0.05)  # the one connection is taken
+    try:
+        with pytest.raises(UpstreamTimeout) as info:
+            await client.metadata("other", api_key=API_KEY)
+        assert "TimeoutError" in str(info.value)
+        assert info.value.__cause__ is None and info.value.__suppress_context__
+    finally:
+        release.set()
+        await asyncio.gather(first, return_exceptions=True)
+
+
+@pytest.mark.parametrize("scenario", list(UNAVAILABLE))
+async def test_connection_failures_become_upstream_unavailable(
+    make_upstream: Any, scenario: str
+) -> None:
+    make, failure = UNAVAILABLE[scenario]
+    with pytest.raises(UpstreamUnavailable) as info:
+        await (await make(make_upstream)).metadata("products", api_key=API_KEY)
+    assert failure in str(info.value)
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
 @pytest.mark.parametrize(
-    "exc_type",
-    [httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.NetworkError],
-)
-async def test_connection_failures_become_upstream_unavailable(
-    make_upstream: Any, exc_type: type[httpx.TransportError]
-) -> None:
-    with pytest.raises(UpstreamUnavailable) as info:
-        await make_upstream(raise_(exc_type)).metadata("products", api_key=API_KEY)
-    assert exc_type.__name__ in str(info.value)
-
-
-@pytest.mark.parametrize(
-    "handler",
+    "make",
     [
-        raise_(httpx.ConnectError),
-        raise_(httpx.ReadTimeout),
-        respond(500, {"error": "boom"}),
-        respond(200, content=b"nope"),
-        respond(200, {"index": {}}),
+        UNAVAILABLE["refused"][0],
+        TIMEOUTS["no-answer"][0],
+        lambda make: make(respond(500, {"error": "boom"})),
+        lambda make: make(respond(200, content=b"nope")),
+        lambda make: make(respond(200, {"index": {}})),
     ],
     ids=["unavailable", "timeout", "status", "not-json", "bad-shape"],
 )
 async def test_every_upstream_failure_is_an_upstream_error_without_the_api_key(
-    make_upstream: Any, handler: Handler
+    make_upstream: Any, make: Callable[[Any], Awaitable[Upstream]]
 ) -> None:
     with pytest.raises(UpstreamError) as info:
-        await make_upstream(handler).metadata("products", api_key=API_KEY)
+        await (await make(make_upstream)).metadata("products", api_key=API_KEY)
     assert isinstance(info.value, LayerError)
     assert API_KEY not in str(info.value)
 
@@ -451,11 +528,11 @@ async def test_every_upstream_failure_is_an_upstream_error_without_the_api_key(
 async def test_get_json_passes_query_parameters_and_returns_the_response(
     make_upstream: Any,
 ) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        assert request.url.params["prefix"] == "prod"
-        return httpx.Response(200, json={"namespaces": [{"id": "products"}]})
+    async def handler(request: web.Request) -> web.StreamResponse:
+        assert request.query["prefix"] == "prod"
+        return json_response(200, {"namespaces": [{"id": "products"}]})
 
-    body, response = await make_upstream(handler).get_json(
+    body, response = await (await make_upstream(handler)).get_json(
         "/v1/namespaces", api_key=API_KEY, params={"prefix": "prod"}
     )
     assert body == {"namespaces": [{"id": "products"}]}
@@ -465,13 +542,13 @@ async def test_get_json_passes_query_parameters_and_returns_the_response(
 async def test_request_passes_extra_headers_and_keeps_its_own_authorization(
     make_upstream: Any,
 ) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
+    async def handler(request: web.Request) -> web.StreamResponse:
         assert request.headers["x-extra"] == "1"
         assert request.headers["authorization"] == f"Bearer {API_KEY}"
-        assert json.loads(request.content) == {"upsert_rows": []}
-        return httpx.Response(202)
+        assert json.loads(await request.read()) == {"upsert_rows": []}
+        return web.Response(status=202)
 
-    response = await make_upstream(handler).request(
+    response = await (await make_upstream(handler)).request(
         "POST",
         "/v2/namespaces/products",
         api_key=API_KEY,

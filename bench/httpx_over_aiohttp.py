@@ -1,6 +1,8 @@
-"""An httpx transport that sends over aiohttp's connection pool.
+"""An httpx transport that sends over aiohttp's connection pool: Layer's upstream client
+stack before issue 15 (was `layer/http_transport.py`), kept as the comparison of
+bench/http_api.py part 3. Layer now uses aiohttp's client directly (layer/upstream.py).
 
-Layer talks to turbopuffer through httpx (its API, its errors, `MockTransport` in tests),
+Layer talked to turbopuffer through httpx (its API, its errors, `MockTransport` in tests),
 but httpcore 1.0's connection pool costs ~1 ms of CPU per request, most of it in an
 O(connections²) scan of idle connections (encode/httpcore#1035): bench/http_api.py measured
 916 µs per request through httpx against 258 µs through aiohttp, on the metadata read
