@@ -41,7 +41,7 @@ from yarl import URL
 
 from api.auth import credential_of
 from api.errors import ApiError, allowed_methods
-from api.replica import ROUTED_HEADER, not_ready, owner_url, peer_client
+from api.replica import ROUTED_HEADER, not_ready, owner_url
 from api.stable_reads import plan_query
 from api.write_body import (
     ReservedAttribute,
@@ -339,7 +339,7 @@ async def _relay_to_owner(request: web.Request, namespace: str, owner: str) -> w
     if app.services.notifications.has_pending(namespace):
         headers[PENDING_WRITE_HEADER] = "1"  # the owner cannot know it yet: it cuts
     try:
-        upstream = await peer_client().send(
+        upstream = await app.services.peers.send(
             request.method,
             f"{owner}{request.rel_url}",
             headers=headers,
@@ -393,8 +393,3 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     if hide is not None:
         return await _read_back(upstream, hide)
     return await _stream_back(request, upstream)
-
-
-async def close_proxy_client() -> None:
-    """The proxy's pool is the upstream client's (layer/services.py)."""
-    await app.services.upstream.aclose()

@@ -29,7 +29,6 @@ from layer.app import app, settings
 from layer.events import partition_for
 from layer.upstream import (
     MAX_ERROR_CHARS,
-    Upstream,
     UpstreamError,
     UpstreamResponse,
     UpstreamStatusError,
@@ -38,11 +37,9 @@ from tables.faust_tables import freshness_table
 
 __all__ = [
     "ROUTED_HEADER",
-    "close_peer_client",
     "forward_to_owner",
     "not_ready",
     "owner_url",
-    "peer_client",
     "post_to_owner",
     "read_route",
 ]
@@ -53,12 +50,6 @@ ROUTED_HEADER = "X-Layer-Routed"
 _FORWARDED_HEADERS = ("Authorization", "Accept")
 #: Headers of the owner's answer passed back to the client.
 _RETURNED_HEADERS = ("Content-Type", "Retry-After")
-
-#: Other workers, on the same client stack as upstream (no base URL: owners' URLs are whole).
-_peer_client = Upstream(
-    "", timeout_ms=settings.upstream_timeout_ms, metrics=None, max_connections=64
-)
-
 
 #: What a read of a partition nobody can answer yet says (a rebalance or recovery takes seconds).
 NOT_READY_RETRY_AFTER_S = 1
@@ -95,7 +86,9 @@ async def forward_to_owner(request: web.Request, owner: str) -> web.Response:
     }
     headers[ROUTED_HEADER] = "1"
     try:
-        response = await _peer_client.fetch("GET", f"{owner}{request.rel_url}", headers=headers)
+        response = await app.services.peers.fetch(
+            "GET", f"{owner}{request.rel_url}", headers=headers
+        )
     except UpstreamError as exc:
         # The owner is gone or restarting: the partition has no ready answerer for now.
         raise not_ready(request.path, _unreachable(owner, exc)) from None
@@ -123,15 +116,6 @@ def read_route(request: web.Request, namespace: str) -> str | None:
     return owner
 
 
-async def close_peer_client() -> None:
-    await _peer_client.aclose()
-
-
-def peer_client() -> Upstream:
-    """The client other workers are asked with (the proxy relays queries to owners on it)."""
-    return _peer_client
-
-
 async def post_to_owner(owner: str, path: str, body: Any, authorization: str) -> Any:
     """POST `body` to `path` on the owner with the caller's credential; its JSON answer.
 
@@ -142,7 +126,7 @@ async def post_to_owner(owner: str, path: str, body: Any, authorization: str) ->
         "Content-Type": "application/json",
     }
     try:
-        response = await _peer_client.fetch(
+        response = await app.services.peers.fetch(
             "POST", f"{owner}{path}", headers=headers, data=json.dumps(body).encode()
         )
     except UpstreamError as exc:

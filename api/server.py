@@ -19,8 +19,7 @@ from api.middleware import (
     http_metrics_middleware,
     rate_limit_middleware,
 )
-from api.proxy import close_proxy_client, proxy
-from api.replica import close_peer_client
+from api.proxy import proxy
 from api.shutdown import shutdown_middleware
 from layer.app import app, on, settings
 
@@ -48,7 +47,8 @@ def install_middlewares(web: Any) -> None:
 
 @on(app.on_before_shutdown)
 async def close_connections(sender: Any, *args: Any, **kwargs: Any) -> None:
-    """Last: requests were drained and notifications delivered by `api.shutdown.hand_over`."""
+    """Last: requests were drained and notifications delivered by `api.shutdown.hand_over`.
+    (The upstream client, which the proxy shares, is closed by the watcher once its polls
+    are drained: agents/ticks.py.)"""
     await app.services.notifications.close()
-    await close_proxy_client()
-    await close_peer_client()
+    await app.services.peers.aclose()

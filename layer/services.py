@@ -9,7 +9,10 @@ so nothing is created, or has to be reset, at import.
 Who uses what:
 
 - `metrics`: everything that counts or times (exposed by `GET /metrics`).
-- `upstream`: the one turbopuffer client (metadata reads, listing, warm, polls, operations).
+- `upstream`: the one turbopuffer client (metadata reads, listing, warm, polls, operations,
+  the proxy).
+- `peers`: the same client stack towards the other workers (forwarded reads, listing rows,
+  relayed queries).
 - `readiness`: which partitions answer (Faust's rebalance signals write it; views read it).
 - `policy`, `due_schedule`, `poller`, `follower`: the watcher (agents.ticks,
   agents.transitions, agents.operations; stopped by agents.handover).
@@ -54,6 +57,7 @@ class Services:
     settings: Settings
     metrics: LayerMetrics
     upstream: Upstream
+    peers: Upstream
     readiness: Readiness
     policy: WatcherPolicy
     due_schedule: DueSchedule
@@ -92,6 +96,10 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         metrics=metrics,
         upstream=upstream,
+        # No base URL: owners' URLs are whole; not timed as upstream calls.
+        peers=Upstream(
+            "", timeout_ms=settings.upstream_timeout_ms, metrics=None, max_connections=64
+        ),
         readiness=readiness,
         policy=policy,
         due_schedule=due_schedule,
