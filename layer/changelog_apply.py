@@ -205,8 +205,17 @@ def apply_changelog_records(app: Any, table: Any, messages: list[Message]) -> No
 class RecoveringConsumer(BatchingConsumer):
     """Layer's consumer, applying the changelog records of a recovery a fetch at a time."""
 
+    #: Set when this consumer ended a recovery and `signal_recovery_end` is still set.
+    _signalled_end = False
+
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         recovery = cast(Recovery, self.app.tables.recovery)  # type: ignore[attr-defined]
+        if self._signalled_end:
+            # The recovery that ended woke its waiter by now (a fetch later). Left set, the
+            # next rebalance's recovery would find it set and end at once, before reading a
+            # record of the partitions it was given (Faust's own loop clears it at once).
+            self._signalled_end = False
+            recovery.signal_recovery_end.clear()
         diverted: dict[TP, list[Message]] = {}
         async for tp, message in super().getmany(timeout):
             if recovery.in_recovery and tp in recovery.active_tps and self._is_current(message):
@@ -236,3 +245,4 @@ class RecoveringConsumer(BatchingConsumer):
             recovery.flush_buffers()
             recovery._set_recovery_ended()
             recovery.signal_recovery_end.set()
+            self._signalled_end = True

@@ -8,6 +8,7 @@ generator of `(tp, message)` pairs) and checks what reaches the handler, what is
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import faust
 import pytest
@@ -193,3 +194,34 @@ async def test_messages_before_the_read_offset_are_skipped(
 
     assert [m.offset for m in received[0]] == [5, 6]
     assert consumer._read_offset[TP(WRITES, 0)] == 6
+
+
+async def test_a_recovery_ended_here_does_not_end_the_next_one_at_once(
+    consumer: BatchingConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chaos harness caught it: the consumer ended a recovery by setting Faust's
+    `signal_recovery_end`, which stayed set, so the next rebalance's recovery found it set and
+    declared partitions it had not read a record of recovered (their rows answered null)."""
+    from tables.faust_tables import freshness_table
+
+    recovery = app_recovery(consumer)
+    changelog = TP(freshness_table.changelog_topic.get_topic_name(), 0)
+    record = Message(changelog.topic, 0, 0, 1.0, 0, None, b"ns", None, None)
+    monkeypatch.setattr(recovery, "active_tps", {changelog})
+    monkeypatch.setattr(recovery, "active_highwaters", {changelog: 0})
+    monkeypatch.setattr(recovery, "active_offsets", {changelog: -1})
+    monkeypatch.setattr(recovery, "tp_to_table", {changelog: freshness_table})
+    recovery.in_recovery = True
+    recovery.signal_recovery_end.clear()
+    fetch(monkeypatch, [record])  # a tombstone: the whole changelog, read
+
+    assert await drain(consumer) == [], "the changelog record was applied here"
+    assert not recovery.in_recovery and recovery.signal_recovery_end.is_set(), "the end"
+
+    fetch(monkeypatch, [])
+    await drain(consumer)
+    assert not recovery.signal_recovery_end.is_set(), "nothing left for the next recovery"
+
+
+def app_recovery(consumer: BatchingConsumer) -> Any:
+    return consumer.app.tables.recovery  # type: ignore[attr-defined]
