@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.web import ContentCoding
+from cachetools import LRUCache
 
 from api.auth import PUBLIC_PATHS, credential_of
 from api.errors import ApiError, Handler
@@ -34,7 +35,7 @@ __all__ = [
 
 #: Bodies smaller than this are sent as they are: gzip would cost more than it saves.
 MIN_COMPRESS_BYTES = 1024
-#: Buckets kept at most (one per credential); the oldest are forgotten first.
+#: Buckets kept at most (one per credential); the least recently used are forgotten first.
 MAX_BUCKETS = 100_000
 #: Name of the catch-all passthrough route (api/server.py); its `route` label is `proxy`.
 PROXY_ROUTE_NAME = "proxy"
@@ -89,7 +90,9 @@ def http_metrics_middleware(metrics: LayerMetrics) -> Handler:
 
 
 def rate_limit_middleware(settings: Settings) -> Handler:
-    buckets: dict[str, TokenBucket] = {}
+    # The least recently used bucket goes first: a busy key keeps its bucket however many
+    # other keys come by.
+    buckets: LRUCache[str, TokenBucket] = LRUCache(maxsize=MAX_BUCKETS)
     rate = settings.rate_limit_rps
 
     @web.middleware
@@ -99,8 +102,6 @@ def rate_limit_middleware(settings: Settings) -> Handler:
         identity = credential_of(request).identity
         bucket = buckets.get(identity)
         if bucket is None:
-            if len(buckets) >= MAX_BUCKETS:
-                buckets.pop(next(iter(buckets)))
             bucket = buckets[identity] = TokenBucket(rate)
         if (wait_s := bucket.try_acquire()) > 0:
             raise ApiError(
