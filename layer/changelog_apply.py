@@ -20,8 +20,10 @@ How the records reach the store (`apply_changelog_records`), cheapest first:
 - Faust's RocksDB store writes the changelog's bytes as they are: it is given the records
   undecoded (Faust's channel would decode every key and value only for the store to ignore
   them).
-- Faust's memory store keeps decoded values: they are decoded here and written to its dict
-  directly. A table of flat `faust.Record`s (every field a plain JSON value, as `Freshness`)
+- Layer's memory store (`tables.encoded_store`) keeps each value as JSON bytes: it is given
+  the values undecoded too, and the keys decoded (`RawChangelogStore`).
+- Faust's own memory store keeps decoded values: they are decoded here and written to its
+  dict directly. A table of flat `faust.Record`s (every field a plain JSON value, as `Freshness`)
   is decoded with orjson and built without `Record.__init__` (`record_loader`): Faust's
   decoding (codec chain, namespace lookup, a descriptor call per field) was 60 % of a
   recovering worker's time.
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
 from time import monotonic
-from typing import Any, cast
+from typing import Any, Protocol, cast, runtime_checkable
 
 import faust
 import orjson
@@ -44,7 +46,22 @@ from faust.types import TP, Message
 
 from layer.batch_consumer import BatchingConsumer
 
-__all__ = ["ChangelogRecord", "RecoveringConsumer", "apply_changelog_records", "record_loader"]
+__all__ = [
+    "ChangelogRecord",
+    "RawChangelogStore",
+    "RecoveringConsumer",
+    "apply_changelog_records",
+    "record_loader",
+]
+
+
+@runtime_checkable
+class RawChangelogStore(Protocol):
+    """A store that takes changelog values as the bytes they are (keys decoded)."""
+
+    def apply_changelog_messages(
+        self, messages: Iterable[Message], load_key: Callable[[Message], Any]
+    ) -> None: ...
 
 
 class ChangelogRecord:
@@ -177,6 +194,9 @@ def apply_changelog_records(app: Any, table: Any, messages: list[Message]) -> No
     if isinstance(store, faust_rocksdb.Store):
         # It writes `message.key`/`message.value` as they are and never reads key or value.
         table.apply_changelog_batch(ChangelogRecord(None, None, message) for message in messages)
+        return
+    if isinstance(store, RawChangelogStore):
+        store.apply_changelog_messages(messages, _key_loader(app, table))
         return
     load_key, load_value = _key_loader(app, table), _value_loader(app, table)
     if type(store) is faust_memory.Store:
