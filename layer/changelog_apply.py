@@ -51,6 +51,7 @@ __all__ = [
     "RawChangelogStore",
     "RecoveringConsumer",
     "apply_changelog_records",
+    "field_reader",
     "record_loader",
 ]
 
@@ -83,25 +84,28 @@ _PLAIN_DESCRIPTORS = (
 )
 
 
+#: `__evaluated_fields__` of the flat records this module builds (frozen: a write would be a bug).
+_NOTHING_EVALUATED: frozenset[str] = frozenset()
+
+
 def record_loader(record_type: type[faust.Record]) -> Callable[[bytes], Any] | None:
     """A fast decoder of `record_type`'s JSON changelog values, or None if it has none.
 
-    Only for a flat record: every field is a plain JSON value that Faust stores as given (no
-    coercion, no nested model, no date, no validation, no `__post_init__`). The object is
-    the one `Record.from_data` builds: the same instance attributes in the same order
-    (`__evaluated_fields__`, then the fields), `None` of an optional field replaced by its
-    default, unknown keys kept. A value naming another record type or missing a required
-    field is left to Faust. One thing differs: the set of lazily coerced fields evaluated so
-    far, which Faust reads only for a field with a coercion (none here), is one shared empty
-    frozenset instead of an empty set per record (216 bytes per namespace in a 1M table).
+    For a record whose fields are plain JSON values that Faust stores as given (no coercion,
+    no date, no validation, no `__post_init__`) or fields Faust coerces lazily, on their
+    first read (a list of records, as `SnapshotHistory.snapshots`: kept as parsed, as Faust
+    keeps it). The object is the one `Record.from_data` builds: the same instance attributes
+    in the same order (`__evaluated_fields__`, then the fields), `None` of an optional field
+    replaced by its default, unknown keys kept. A value naming another record type or
+    missing a required field is left to Faust. One thing differs for a record without lazy
+    fields: the set of lazily coerced fields evaluated so far, which Faust reads only for
+    such a field, is one shared empty frozenset instead of an empty set per record (216
+    bytes per namespace in a 1M table).
     """
     if record_type not in _record_loaders:
         _record_loaders[record_type] = _build_record_loader(record_type)
     return _record_loaders[record_type]
 
-
-#: `__evaluated_fields__` of every record this module builds (frozen: a write would be a bug).
-_NOTHING_EVALUATED: frozenset[str] = frozenset()
 
 _record_loaders: dict[type[faust.Record], Callable[[bytes], Any] | None] = {}
 
@@ -117,15 +121,17 @@ def _build_record_loader(record_type: type[faust.Record]) -> Callable[[bytes], A
         or options.coerce
     ):
         return None
+    lazy = False
     descriptor: Any  # Faust's declared type lacks the attributes its fields all have
     for descriptor in options.descriptors.values():
-        if (
-            type(descriptor) not in _PLAIN_DESCRIPTORS
-            or descriptor._to_python is not None
-            or descriptor.tag is not None
-            or descriptor.coerce
-        ):
+        if type(descriptor) not in _PLAIN_DESCRIPTORS or descriptor.tag is not None:
             return None
+        if descriptor.coerce:
+            return None
+        if descriptor._to_python is not None:
+            if type(descriptor) is not faust_fields.FieldDescriptor or not descriptor.lazy_coercion:
+                return None
+            lazy = True  # Faust's __init__ keeps the value as given; its __get__ coerces it
     fields = list(options.fieldpos.values())
     required = [field for field in fields if field not in options.optionalset]
     defaults = {field: options.defaults.get(field) for field in fields}
@@ -143,7 +149,8 @@ def _build_record_loader(record_type: type[faust.Record]) -> Callable[[bytes], A
             return slow(data)
         obj = new(record_type)
         attrs = obj.__dict__
-        attrs["__evaluated_fields__"] = _NOTHING_EVALUATED
+        # A record with lazy fields records their first reads here, as Faust's does.
+        attrs["__evaluated_fields__"] = set() if lazy else _NOTHING_EVALUATED
         if list(data) == fields and all(data[field] is not None for field in never_null):
             attrs.update(data)  # as this version writes it: every field, in order
             return obj
@@ -159,6 +166,45 @@ def _build_record_loader(record_type: type[faust.Record]) -> Callable[[bytes], A
         return obj
 
     return load
+
+
+def field_reader(
+    record_type: type[faust.Record], fields: tuple[str, ...]
+) -> Callable[[bytes], tuple[Any, ...]] | None:
+    """A reader of `fields` out of `record_type`'s JSON, or None if it has no fast decoder.
+
+    The values are those of the record `record_loader` builds, without building it: parsed
+    JSON, read by name. A value that is missing or null where the field has a default other
+    than None, or a value naming another record type, is read from the decoded record.
+    """
+    load = record_loader(record_type)
+    if load is None:
+        return None
+    options = record_type._options
+    for field in fields:
+        if field not in options.fieldpos.values():
+            raise ValueError(f"{record_type.__name__} has no field {field!r}")
+    #: Where a null (or a missing key) is the value itself, not "take the default".
+    nullable = frozenset(
+        field
+        for field in fields
+        if field in options.optionalset and options.defaults.get(field) is None
+    )
+    namespace = options.namespace
+
+    def read(raw: bytes) -> tuple[Any, ...]:
+        data = orjson.loads(raw)
+        blessed = data.get("__faust")
+        values = tuple(data.get(field) for field in fields)
+        if (blessed is None or blessed.get("ns") == namespace) and all(
+            value is not None or field in nullable
+            for field, value in zip(fields, values, strict=True)
+        ):
+            return values
+        record = load(raw)
+        return tuple(getattr(record, field) for field in fields)
+
+    return read
 
 
 def _key_loader(app: Any, table: Any) -> Callable[[Message], Any]:

@@ -39,9 +39,42 @@ import orjson
 from faust.stores import memory as faust_memory
 from faust.types import EventT, Message
 
-from layer.changelog_apply import record_loader
+from layer.changelog_apply import field_reader, record_loader
 
-__all__ = ["EncodedMemoryStore"]
+__all__ = ["EncodedMemoryStore", "table_fields"]
+
+
+def table_fields(table: Any, *fields: str) -> Iterator[tuple[Any, tuple[Any, ...]]]:
+    """(key, the values of `fields`) of every row of `table`, whatever its store.
+
+    For the bulk reads of a few fields of every row (`reload_schedule` after a rebalance,
+    the operation follower's load): an `EncodedMemoryStore` of a flat record parses each
+    row's JSON and reads the fields by name (~1 µs a row) instead of building the record
+    (~3 µs); any other store yields the decoded records' attributes.
+    """
+    store = table.data
+    read = (
+        field_reader(store.flat_record, fields)
+        if isinstance(store, EncodedMemoryStore) and store.flat_record is not None
+        else None
+    )
+    if read is None:
+        for key, value in table.items():
+            yield key, tuple(getattr(value, field) for field in fields)
+        return
+    for key, raw in store.data.items():
+        if raw is not None:
+            yield key, read(raw)
+
+
+def _nested_record(value: Any) -> dict[str, Any]:
+    """A record inside a row (a `Snapshot` of a history), as JSON: its attributes and type."""
+    if not isinstance(value, faust.Record):
+        raise TypeError(f"{type(value).__name__} is not JSON")
+    attrs = dict(value.__dict__)
+    attrs.pop("__evaluated_fields__", None)
+    attrs["__faust"] = {"ns": value._options.namespace}
+    return attrs
 
 
 def _exact(raw: bytes | None) -> bytes | None:
@@ -55,11 +88,13 @@ class EncodedMemoryStore(faust_memory.Store[Any, Any]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        #: The value type when it is a flat JSON record (orjson and `record_loader`), else None.
+        self.flat_record: type[faust.Record] | None = None
         self._dump, self._load = self._codec()
 
     def _codec(self) -> tuple[Callable[[Any], bytes | None], Callable[[bytes], Any]]:
         """How values become bytes and back: fast for a flat JSON record, else Faust's codec."""
-        value_type = self.value_type
+        value_type: Any = self.value_type
         load = None
         if (
             isinstance(value_type, type)
@@ -70,13 +105,14 @@ class EncodedMemoryStore(faust_memory.Store[Any, Any]):
         encode_value = self._encode_value
         if load is None:
             return lambda value: _exact(encode_value(value)), self._decode_value
+        self.flat_record = value_type
 
         def dump(value: Any) -> bytes | None:
             if type(value) is value_type:
                 attrs = dict(value.__dict__)
                 attrs.pop("__evaluated_fields__", None)
                 try:
-                    return _exact(orjson.dumps(attrs))
+                    return _exact(orjson.dumps(attrs, default=_nested_record))
                 except TypeError:  # a value orjson cannot encode: Faust's encoder may
                     pass
             return _exact(encode_value(value))
