@@ -11,7 +11,8 @@ of `--snapshots` snapshots each), then:
    collector tracks;
 2. RSS per namespace (VmRSS before and after filling, both tables);
 3. the hot table operations at that size: a read (`get`), a re-confirmation (read,
-   `on_poll`, write), and iterating every row (`items()`, what `reload_schedule` does);
+   `on_poll`, write), iterating every row (`items()`), and with `encoded` reading two
+   fields of every row (`table_fields`, what `reload_schedule` does after a rebalance);
 4. steady churn: `--churn` re-confirmations of random namespaces as fast as the process
    can (each replaces a row, as a poll does), with every automatic collection the
    interpreter runs timed through `gc.callbacks`: count and longest pause per generation.
@@ -38,6 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tables.encoded_store import table_fields  # noqa: E402
 from tables.faust_tables import freshness_table, snapshots_table  # noqa: E402  (builds the app)
 from tables.freshness import Freshness, IndexObservation, WatcherPolicy, on_poll  # noqa: E402
 from tables.snapshots import Snapshot, SnapshotHistory  # noqa: E402
@@ -161,6 +163,17 @@ def main() -> None:
         f"get {get_us:.2f} µs; re-confirmation (get, on_poll, set) {poll_us:.2f} µs;"
         f" items() over {stable:,} stable rows {iterate:.2f} s"
     )
+    if args.store == "encoded":
+        t = time.perf_counter()
+        stable = sum(
+            1
+            for _, (status, _next) in table_fields(freshness_table, "status", "next_poll_ms")
+            if status == "stable"
+        )
+        print(
+            f"table_fields(status, next_poll_ms) over {stable:,} stable rows"
+            f" (reload_schedule's read): {time.perf_counter() - t:.2f} s"
+        )
 
     pauses = Pauses()
     rng = random.Random(2)
