@@ -192,14 +192,16 @@ def field_reader(
     )
     namespace = options.namespace
 
+    #: Positions of the fields whose null must be read from the decoded record.
+    strict = [position for position, field in enumerate(fields) if field not in nullable]
+
     def read(raw: bytes) -> tuple[Any, ...]:
         data = orjson.loads(raw)
+        values = tuple(map(data.get, fields))
         blessed = data.get("__faust")
-        values = tuple(data.get(field) for field in fields)
-        if (blessed is None or blessed.get("ns") == namespace) and all(
-            value is not None or field in nullable
-            for field, value in zip(fields, values, strict=True)
-        ):
+        if (blessed is None or blessed.get("ns") == namespace) and None not in [
+            values[position] for position in strict
+        ]:
             return values
         record = load(raw)
         return tuple(getattr(record, field) for field in fields)
