@@ -11,9 +11,10 @@ whose keys and values are all untracked is not tracked either, so the table adds
 to a collection: a full one costs what the rest of the process costs.
 
 The alternatives considered and not taken (not measured at 1M): `gc.freeze()` after
-recovery only hides the rows present at that moment; every row replaced afterwards is a new tracked object, so after one
-re-confirmation pass the pauses are back (and cyclic garbage frozen with them is never
-freed); raising the thresholds makes the pauses rarer, not shorter.
+recovery only hides the rows present at that moment; every row replaced afterwards is a new
+tracked object, so after one re-confirmation pass the pauses are back (and cyclic garbage
+frozen with them is never freed); raising the thresholds makes the pauses rarer, not
+shorter.
 
 The cost is a decode on every read and an encode on every write:
 
