@@ -32,6 +32,7 @@ from layer.app import app, on, settings, topics
 from layer.clock import now_ms
 from layer.events import WriteNotification
 from layer.upstream import Upstream, UpstreamError, parse_retry_after_ms
+from tables.encoded_store import table_fields
 from tables.faust_tables import freshness_table
 
 __all__ = ["OperationFollower"]
@@ -83,8 +84,8 @@ class OperationFollower:
 
         for p in range(settings.topic_partitions):
             self._watched.setdefault(p, set())
-        for namespace, state in freshness_table.items():
-            if state.operations:
+        for namespace, (operations,) in table_fields(freshness_table, "operations"):
+            if operations:
                 self._watched[partition_of(namespace)].add(namespace)
         return self._watched[partition]
 

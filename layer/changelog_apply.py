@@ -20,8 +20,10 @@ How the records reach the store (`apply_changelog_records`), cheapest first:
 - Faust's RocksDB store writes the changelog's bytes as they are: it is given the records
   undecoded (Faust's channel would decode every key and value only for the store to ignore
   them).
-- Faust's memory store keeps decoded values: they are decoded here and written to its dict
-  directly. A table of flat `faust.Record`s (every field a plain JSON value, as `Freshness`)
+- Layer's memory store (`tables.encoded_store`) keeps each value as JSON bytes: it is given
+  the values undecoded too, and the keys decoded (`RawChangelogStore`).
+- Faust's own memory store keeps decoded values: they are decoded here and written to its
+  dict directly. A table of flat `faust.Record`s (every field a plain JSON value, as `Freshness`)
   is decoded with orjson and built without `Record.__init__` (`record_loader`): Faust's
   decoding (codec chain, namespace lookup, a descriptor call per field) was 60 % of a
   recovering worker's time.
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
 from time import monotonic
-from typing import Any, cast
+from typing import Any, Protocol, cast, runtime_checkable
 
 import faust
 import orjson
@@ -44,7 +46,23 @@ from faust.types import TP, Message
 
 from layer.batch_consumer import BatchingConsumer
 
-__all__ = ["ChangelogRecord", "RecoveringConsumer", "apply_changelog_records", "record_loader"]
+__all__ = [
+    "ChangelogRecord",
+    "RawChangelogStore",
+    "RecoveringConsumer",
+    "apply_changelog_records",
+    "field_reader",
+    "record_loader",
+]
+
+
+@runtime_checkable
+class RawChangelogStore(Protocol):
+    """A store that takes changelog values as the bytes they are (keys decoded)."""
+
+    def apply_changelog_messages(
+        self, messages: Iterable[Message], load_key: Callable[[Message], Any]
+    ) -> None: ...
 
 
 class ChangelogRecord:
@@ -66,25 +84,28 @@ _PLAIN_DESCRIPTORS = (
 )
 
 
+#: `__evaluated_fields__` of the flat records this module builds (frozen: a write would be a bug).
+_NOTHING_EVALUATED: frozenset[str] = frozenset()
+
+
 def record_loader(record_type: type[faust.Record]) -> Callable[[bytes], Any] | None:
     """A fast decoder of `record_type`'s JSON changelog values, or None if it has none.
 
-    Only for a flat record: every field is a plain JSON value that Faust stores as given (no
-    coercion, no nested model, no date, no validation, no `__post_init__`). The object is
-    the one `Record.from_data` builds: the same instance attributes in the same order
-    (`__evaluated_fields__`, then the fields), `None` of an optional field replaced by its
-    default, unknown keys kept. A value naming another record type or missing a required
-    field is left to Faust. One thing differs: the set of lazily coerced fields evaluated so
-    far, which Faust reads only for a field with a coercion (none here), is one shared empty
-    frozenset instead of an empty set per record (216 bytes per namespace in a 1M table).
+    For a record whose fields are plain JSON values that Faust stores as given (no coercion,
+    no date, no validation, no `__post_init__`) or fields Faust coerces lazily, on their
+    first read (a list of records, as `SnapshotHistory.snapshots`: kept as parsed, as Faust
+    keeps it). The object is the one `Record.from_data` builds: the same instance attributes
+    in the same order (`__evaluated_fields__`, then the fields), `None` of an optional field
+    replaced by its default, unknown keys kept. A value naming another record type or
+    missing a required field is left to Faust. One thing differs for a record without lazy
+    fields: the set of lazily coerced fields evaluated so far, which Faust reads only for
+    such a field, is one shared empty frozenset instead of an empty set per record (216
+    bytes per namespace in a 1M table).
     """
     if record_type not in _record_loaders:
         _record_loaders[record_type] = _build_record_loader(record_type)
     return _record_loaders[record_type]
 
-
-#: `__evaluated_fields__` of every record this module builds (frozen: a write would be a bug).
-_NOTHING_EVALUATED: frozenset[str] = frozenset()
 
 _record_loaders: dict[type[faust.Record], Callable[[bytes], Any] | None] = {}
 
@@ -100,15 +121,17 @@ def _build_record_loader(record_type: type[faust.Record]) -> Callable[[bytes], A
         or options.coerce
     ):
         return None
+    lazy = False
     descriptor: Any  # Faust's declared type lacks the attributes its fields all have
     for descriptor in options.descriptors.values():
-        if (
-            type(descriptor) not in _PLAIN_DESCRIPTORS
-            or descriptor._to_python is not None
-            or descriptor.tag is not None
-            or descriptor.coerce
-        ):
+        if type(descriptor) not in _PLAIN_DESCRIPTORS or descriptor.tag is not None:
             return None
+        if descriptor.coerce:
+            return None
+        if descriptor._to_python is not None:
+            if type(descriptor) is not faust_fields.FieldDescriptor or not descriptor.lazy_coercion:
+                return None
+            lazy = True  # Faust's __init__ keeps the value as given; its __get__ coerces it
     fields = list(options.fieldpos.values())
     required = [field for field in fields if field not in options.optionalset]
     defaults = {field: options.defaults.get(field) for field in fields}
@@ -126,7 +149,8 @@ def _build_record_loader(record_type: type[faust.Record]) -> Callable[[bytes], A
             return slow(data)
         obj = new(record_type)
         attrs = obj.__dict__
-        attrs["__evaluated_fields__"] = _NOTHING_EVALUATED
+        # A record with lazy fields records their first reads here, as Faust's does.
+        attrs["__evaluated_fields__"] = set() if lazy else _NOTHING_EVALUATED
         if list(data) == fields and all(data[field] is not None for field in never_null):
             attrs.update(data)  # as this version writes it: every field, in order
             return obj
@@ -142,6 +166,47 @@ def _build_record_loader(record_type: type[faust.Record]) -> Callable[[bytes], A
         return obj
 
     return load
+
+
+def field_reader(
+    record_type: type[faust.Record], fields: tuple[str, ...]
+) -> Callable[[bytes], tuple[Any, ...]] | None:
+    """A reader of `fields` out of `record_type`'s JSON, or None if it has no fast decoder.
+
+    The values are those of the record `record_loader` builds, without building it: parsed
+    JSON, read by name. A value that is missing or null where the field has a default other
+    than None, or a value naming another record type, is read from the decoded record.
+    """
+    load = record_loader(record_type)
+    if load is None:
+        return None
+    options = record_type._options
+    for field in fields:
+        if field not in options.fieldpos.values():
+            raise ValueError(f"{record_type.__name__} has no field {field!r}")
+    #: Where a null (or a missing key) is the value itself, not "take the default".
+    nullable = frozenset(
+        field
+        for field in fields
+        if field in options.optionalset and options.defaults.get(field) is None
+    )
+    namespace = options.namespace
+
+    #: Positions of the fields whose null must be read from the decoded record.
+    strict = [position for position, field in enumerate(fields) if field not in nullable]
+
+    def read(raw: bytes) -> tuple[Any, ...]:
+        data = orjson.loads(raw)
+        values = tuple(map(data.get, fields))
+        blessed = data.get("__faust")
+        if (blessed is None or blessed.get("ns") == namespace) and None not in [
+            values[position] for position in strict
+        ]:
+            return values
+        record = load(raw)
+        return tuple(getattr(record, field) for field in fields)
+
+    return read
 
 
 def _key_loader(app: Any, table: Any) -> Callable[[Message], Any]:
@@ -177,6 +242,9 @@ def apply_changelog_records(app: Any, table: Any, messages: list[Message]) -> No
     if isinstance(store, faust_rocksdb.Store):
         # It writes `message.key`/`message.value` as they are and never reads key or value.
         table.apply_changelog_batch(ChangelogRecord(None, None, message) for message in messages)
+        return
+    if isinstance(store, RawChangelogStore):
+        store.apply_changelog_messages(messages, _key_loader(app, table))
         return
     load_key, load_value = _key_loader(app, table), _value_loader(app, table)
     if type(store) is faust_memory.Store:

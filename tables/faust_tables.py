@@ -13,12 +13,14 @@ from typing import Any
 
 import faust
 from faust import stores
+from faust.stores import memory as faust_memory
 from faust.stores import rocksdb as faust_rocksdb
 from faust.types import StoreT
 from yarl import URL
 
 from layer.app import app, settings
 from layer.events import partition_for, partition_for_key
+from tables.encoded_store import EncodedMemoryStore
 from tables.freshness import Freshness
 from tables.snapshots import SnapshotHistory
 
@@ -85,10 +87,16 @@ class NamespaceTable(faust.Table[str, Any]):
         return partition_for(key, settings.topic_partitions)
 
     def _new_store_by_url(self, url: str | URL) -> StoreT[Any, Any]:
-        """Faust's store for `url`, with `NamespaceRocksDBStore` in place of its RocksDB one."""
+        """Faust's store for `url`, with Layer's in place of its RocksDB and memory ones.
+
+        `NamespaceRocksDBStore` places keys by their own partition; `EncodedMemoryStore`
+        keeps rows as bytes, out of the garbage collector's sight.
+        """
         store_class = stores.by_url(url)
         if issubclass(store_class, faust_rocksdb.Store):
             store_class = NamespaceRocksDBStore
+        elif store_class is faust_memory.Store:
+            store_class = EncodedMemoryStore
         return store_class(
             url,
             self.app,

@@ -144,8 +144,35 @@ async def test_the_fast_decoder_reads_records_of_other_versions_as_faust_does(
     _same_record(load(value), _faust_decoded(app, value))
 
 
-def test_a_record_with_nested_models_is_left_to_faust() -> None:
-    assert record_loader(SnapshotHistory) is None
+def test_a_record_faust_would_coerce_at_once_is_left_to_faust() -> None:
+    class Dated(faust.Record, serializer="json", isodates=True, namespace="test.Dated"):
+        at: str
+
+    assert record_loader(Dated) is None
+
+
+@pytest.mark.parametrize("count", [0, 1, 3])
+async def test_nested_records_are_left_to_fausts_lazy_coercion_as_faust_leaves_them(
+    app: faust.App, count: int
+) -> None:
+    history = SnapshotHistory(
+        snapshots=[Snapshot(stable_as_of=k, approx_row_count=k + 1) for k in range(count)]
+    )
+    value = history.dumps()
+    load = record_loader(SnapshotHistory)
+    assert load is not None
+    topic = snapshots_table.changelog_topic.get_topic_name()
+    message = _changelog_message(0, b"s", value)
+    message.topic, message.tp = topic, TP(topic, 0)
+    slow = snapshots_table.changelog_topic.schema.loads_value(app, message)
+
+    fast = load(value)
+
+    unread = list(fast.__dict__.items())
+    assert unread == list(slow.__dict__.items()), "the snapshots as parsed, not yet read"
+    assert fast == slow == history
+    assert list(fast.__dict__.items()) == list(slow.__dict__.items()), "and once read"
+    assert all(type(snapshot) is Snapshot for snapshot in fast.snapshots)
 
 
 async def test_the_snapshot_history_table_is_applied_through_faust(app: faust.App) -> None:
