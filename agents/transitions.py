@@ -18,7 +18,7 @@ from layer.events import StabilityChange, partition_for
 from tables.encoded_store import table_fields
 from tables.faust_tables import freshness_table, snapshots_table
 from tables.freshness import Freshness, IndexStatus, stability_change
-from tables.snapshots import record_snapshot
+from tables.snapshots import record_snapshot, watermark_advanced
 
 __all__ = ["Transition", "apply_transition", "partition_of", "reload_schedule"]
 
@@ -81,11 +81,12 @@ async def apply_transition(namespace: str, partition: int, transition: Transitio
     services.due_schedule.schedule(
         partition, namespace, new.next_poll_ms, confirmation=new.is_stable
     )
-    history = record_snapshot(
-        snapshots_table.get(namespace), prev, new, limit=settings.snapshot_history_limit
-    )
-    if history is not None:
-        snapshots_table[namespace] = history
+    if watermark_advanced(prev, new):  # else no snapshot: the history is not even read
+        history = record_snapshot(
+            snapshots_table.get(namespace), prev, new, limit=settings.snapshot_history_limit
+        )
+        if history is not None:
+            snapshots_table[namespace] = history
     if (event := _stability_event(prev, new)) is not None:
         services.metrics.stability_events.inc()
         await topics.stability.send(key=namespace.encode(), value=event.model_dump_json().encode())

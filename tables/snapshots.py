@@ -11,7 +11,13 @@ import faust
 
 from tables.freshness import Freshness
 
-__all__ = ["Snapshot", "SnapshotHistory", "record_snapshot", "snapshot_as_of"]
+__all__ = [
+    "Snapshot",
+    "SnapshotHistory",
+    "record_snapshot",
+    "snapshot_as_of",
+    "watermark_advanced",
+]
 
 
 class Snapshot(faust.Record, serializer="json", namespace="layer.Snapshot"):
@@ -36,13 +42,19 @@ class SnapshotHistory(faust.Record, serializer="json", namespace="layer.Snapshot
     snapshots: list[Snapshot]
 
 
+def watermark_advanced(prev: Freshness | None, new: Freshness) -> bool:
+    """Whether `prev` → `new` moved `stable_as_of` forward: the only transitions that may
+    add a snapshot (the history need not even be read for the others)."""
+    if new.stable_as_of is None:
+        return False
+    return prev is None or prev.stable_as_of is None or new.stable_as_of > prev.stable_as_of
+
+
 def record_snapshot(
     history: SnapshotHistory | None, prev: Freshness | None, new: Freshness, *, limit: int
 ) -> SnapshotHistory | None:
     """The history after the transition `prev` → `new`, or None when it does not change."""
-    if new.stable_as_of is None:
-        return None
-    if prev is not None and prev.stable_as_of is not None and new.stable_as_of <= prev.stable_as_of:
+    if new.stable_as_of is None or not watermark_advanced(prev, new):
         return None
     candidate = Snapshot(
         stable_as_of=new.stable_as_of,

@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tables.freshness import Freshness, IndexStatus
-from tables.snapshots import Snapshot, SnapshotHistory, record_snapshot, snapshot_as_of
+from tables.snapshots import (
+    Snapshot,
+    SnapshotHistory,
+    record_snapshot,
+    snapshot_as_of,
+    watermark_advanced,
+)
 
 NS = "products"
 LIMIT = 5
@@ -199,3 +205,18 @@ def test_history_stays_newest_first_bounded_and_free_of_repeated_content(
         assert all(not a.same_content(b) for a, b in zip(snaps, snaps[1:], strict=False))
         for snap in snaps:
             assert snapshot_as_of(hist, snap.stable_as_of) == snap
+
+
+@pytest.mark.parametrize(
+    ("prev", "new", "advanced"),
+    [(None, 1_000, True), (None, None, False), (1_000, 2_000, True), (2_000, 2_000, False),
+     (2_000, 1_000, False), ("none", 1_000, True)],
+)  # fmt: skip
+def test_only_a_watermark_that_moved_forward_can_add_a_snapshot(
+    prev: int | str | None, new: int | None, advanced: bool
+) -> None:
+    before = None if prev is None else state(None if prev == "none" else int(prev))
+    after = state(new)
+    assert watermark_advanced(before, after) is advanced
+    if not advanced:
+        assert record_snapshot(history((1_000, 100)), before, after, limit=LIMIT) is None
