@@ -32,7 +32,7 @@ from layer.app import app, on, settings, topics
 from layer.clock import now_ms
 from layer.events import WriteNotification
 from layer.upstream import Upstream, UpstreamError, parse_retry_after_ms
-from tables.encoded_store import table_fields
+from tables.encoded_store import fields_of
 from tables.faust_tables import freshness_table
 
 __all__ = ["OperationFollower"]
@@ -46,6 +46,8 @@ MAX_FOLLOW_MS = 24 * 3600 * 1000
 RESEND_AFTER_MS = 10_000
 #: Ceiling of the backoff after failed follow requests.
 MAX_BACKOFF_MS = 60_000
+#: Rows read per step of a load of the table before the event loop gets a turn.
+LOAD_CHUNK_ROWS = 10_000
 #: Upstream statuses that mean "nobody will ever tell more about this operation".
 GONE = frozenset({401, 403, 404, 410})
 
@@ -66,9 +68,13 @@ class OperationFollower:
         self._sent_ms: dict[tuple[str, str], int] = {}
         self._tasks: dict[asyncio.Task[None], int] = {}
         self._in_flight: set[tuple[str, str]] = set()
+        #: Counts `clear`s; a load in progress (`_load_rest`) stops when it changed.
+        self._generation = 0
+        self._loading: asyncio.Task[None] | None = None
 
     def clear(self) -> None:
         """Ownership changed: everything is reloaded from the table on the next ticks."""
+        self._generation += 1
         self._watched.clear()
         self._next_ms.clear()
         self._errors.clear()
@@ -80,14 +86,30 @@ class OperationFollower:
             self._watched[partition].add(namespace)
 
     def _load(self, partition: int) -> set[str]:
-        from agents.transitions import partition_of
-
+        """Find the namespaces with pending operations in the table: the first chunk of rows
+        at once, the rest in a task that yields between chunks (a million rows take about a
+        second to read, which must not stall the worker); a `clear` ends it."""
         for p in range(settings.topic_partitions):
             self._watched.setdefault(p, set())
-        for namespace, (operations,) in table_fields(freshness_table, "operations"):
+        keys = list(freshness_table.keys())
+        self._watch_rows(keys[:LOAD_CHUNK_ROWS])
+        if len(keys) > LOAD_CHUNK_ROWS:
+            self._loading = asyncio.create_task(self._load_rest(self._generation, keys))
+        return self._watched[partition]
+
+    async def _load_rest(self, generation: int, keys: list[str]) -> None:
+        for start in range(LOAD_CHUNK_ROWS, len(keys), LOAD_CHUNK_ROWS):
+            await asyncio.sleep(0)
+            if self._generation != generation:
+                return  # ownership changed: the next tick loads again
+            self._watch_rows(keys[start : start + LOAD_CHUNK_ROWS])
+
+    def _watch_rows(self, keys: list[str]) -> None:
+        from agents.transitions import partition_of
+
+        for namespace, (operations,) in fields_of(freshness_table, keys, "operations"):
             if operations:
                 self._watched[partition_of(namespace)].add(namespace)
-        return self._watched[partition]
 
     def start_due(self, partition: int) -> int:
         """Ask upstream about the due operations of `partition`; return how many requests."""

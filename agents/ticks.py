@@ -21,7 +21,7 @@ from faust.types import TP, EventT, StreamT
 from pydantic import ValidationError
 
 from agents.dead_letters import dead_letter
-from agents.transitions import Transition, apply_transition, partition_of, reload_schedule
+from agents.transitions import Transition, apply_transition, partition_of, schedule_rows
 from layer.app import app, on, settings, topics
 from layer.clock import now_ms
 from layer.events import (
@@ -49,6 +49,8 @@ __all__ = ["Poller", "poll_due_namespaces", "publish_poll_ticks"]
 
 log = logging.getLogger(__name__)
 
+#: Rows read per step of a schedule rebuild before the event loop gets a turn (~10-20 ms).
+RELOAD_CHUNK_ROWS = 10_000
 #: Polls of written namespaces started per tick per partition at most: a backlog drains over
 #: several ticks instead of flooding the concurrency slots in one go.
 MAX_POLLS_PER_TICK = 1000
@@ -86,6 +88,8 @@ class Poller:
         self._tasks: dict[asyncio.Task[None], int] = {}  # poll → its namespace's partition
         #: Polls of written namespaces started and still waiting for a slot or a token.
         self._written_waiting = 0
+        #: The rest of a schedule rebuild, read in chunks (see `_rebuild_schedule`).
+        self._rebuild: asyncio.Task[None] | None = None
 
     def start_due(self, partition: int) -> int:
         """Start polls for the due namespaces of `partition`; return how many started.
@@ -96,7 +100,7 @@ class Poller:
         waits behind them, and those the budget cannot take stay in the schedule.
         """
         if not self._schedule.has_partition(partition):
-            reload_schedule()
+            self._rebuild_schedule()
         now = now_ms()
         due = self._schedule.pop_due(partition, now, _current_next_poll, MAX_POLLS_PER_TICK)
         started = sum(self._start(namespace, partition, confirmation=False) for namespace in due)
@@ -108,6 +112,30 @@ class Poller:
             started += sum(self._start(ns, partition, confirmation=True) for ns in confirm)
         self._metrics.polls.inc(started)
         return started
+
+    def _rebuild_schedule(self) -> None:
+        """Rebuild the due schedule from the table (after a rebalance, for the partitions held).
+
+        At a million rows the scan takes seconds (a murmur2 hash per key, a row parse), which
+        must not stall the reads this worker answers meanwhile: the first chunk is read at
+        once (a small table is scheduled before this returns), the rest in a task that yields
+        between chunks. The heaps exist from the start, so a transition applied meanwhile is
+        scheduled into them; a row read after it is scheduled twice, which `pop_due` handles
+        (stale and identical entries are dropped). A reassignment (`clear`) ends the task.
+        """
+        schedule = self._schedule
+        generation = schedule.begin(range(settings.topic_partitions))
+        keys = list(freshness_table.keys())
+        schedule_rows(schedule, keys[:RELOAD_CHUNK_ROWS])
+        if len(keys) > RELOAD_CHUNK_ROWS:
+            self._rebuild = asyncio.create_task(self._schedule_rest(generation, keys))
+
+    async def _schedule_rest(self, generation: int, keys: list[str]) -> None:
+        for start in range(RELOAD_CHUNK_ROWS, len(keys), RELOAD_CHUNK_ROWS):
+            await asyncio.sleep(0)
+            if self._schedule.generation != generation:
+                return  # reassigned meanwhile: the next rebuild reads the table again
+            schedule_rows(self._schedule, keys[start : start + RELOAD_CHUNK_ROWS])
 
     def _confirmation_budget(self) -> int:
         """How many stable namespaces of the ticked partition may be re-confirmed now."""

@@ -15,12 +15,13 @@ from collections.abc import Callable
 from layer.app import app, settings, topics
 from layer.clock import now_ms
 from layer.events import StabilityChange, partition_for
-from tables.encoded_store import table_fields
+from tables.encoded_store import fields_of
 from tables.faust_tables import freshness_table, snapshots_table
 from tables.freshness import Freshness, IndexStatus, stability_change
+from tables.schedule import DueSchedule
 from tables.snapshots import record_snapshot, watermark_advanced
 
-__all__ = ["Transition", "apply_transition", "partition_of", "reload_schedule"]
+__all__ = ["Transition", "apply_transition", "partition_of", "schedule_rows"]
 
 Transition = Callable[[Freshness | None], Freshness]
 
@@ -35,20 +36,18 @@ def partition_of(namespace: str) -> int:
     return partition_for(namespace, settings.topic_partitions)
 
 
-def reload_schedule() -> None:
-    """Rebuild the due schedule from the table (after recovery, for the partitions held):
-    stable namespaces in the confirmation lane, the others in the written lane."""
-    partitions = range(settings.topic_partitions)
-    written: dict[int, list[tuple[int, str]]] = {partition: [] for partition in partitions}
-    confirm: dict[int, list[tuple[int, str]]] = {partition: [] for partition in partitions}
-    # Two fields of every row, without building each record (1M rows after a rebalance).
-    for namespace, (status, next_poll_ms) in table_fields(
-        freshness_table, "status", "next_poll_ms"
+def schedule_rows(schedule: DueSchedule, keys: list[str]) -> None:
+    """Schedule the rows of `keys` as they are now: stable namespaces in the confirmation
+    lane, the others in the written lane (two fields of each row, no record built)."""
+    for namespace, (status, next_poll_ms) in fields_of(
+        freshness_table, keys, "status", "next_poll_ms"
     ):
-        lane = confirm if status == IndexStatus.STABLE else written
-        lane[partition_of(namespace)].append((next_poll_ms, namespace))
-    for partition in partitions:
-        app.services.due_schedule.load(partition, written[partition], confirm[partition])
+        schedule.schedule(
+            partition_of(namespace),
+            namespace,
+            next_poll_ms,
+            confirmation=status == IndexStatus.STABLE,
+        )
 
 
 def _stability_event(prev: Freshness | None, new: Freshness) -> StabilityChange | None:

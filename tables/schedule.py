@@ -32,11 +32,24 @@ class DueSchedule:
     def __init__(self) -> None:
         self._written: dict[int, list[Entry]] = {}
         self._confirm: dict[int, list[Entry]] = {}
+        #: Counts `clear`s: a rebuild in progress (`begin`) belongs to one generation.
+        self.generation = 0
 
     def clear(self) -> None:
         """Forget everything (partitions were reassigned)."""
         self._written.clear()
         self._confirm.clear()
+        self.generation += 1
+
+    def begin(self, partitions: Iterable[int]) -> int:
+        """Start a rebuild: empty heaps for `partitions`, filled by `schedule` as the table is
+        read (entries scheduled meanwhile land in them too); returns this rebuild's
+        generation, which a `clear` ends (a filler stops when it changed)."""
+        self.clear()
+        for partition in partitions:
+            self._written[partition] = []
+            self._confirm[partition] = []
+        return self.generation
 
     def has_partition(self, partition: int) -> bool:
         return partition in self._written

@@ -12,6 +12,7 @@ from unittest.mock import AsyncMock
 import pytest
 from faust.types import TP
 
+import agents.ticks
 from agents.ticks import poll_due_namespaces, stop_polls_of_revoked_partitions
 from agents.writes import apply_write_notifications
 from layer.app import app as layer_app
@@ -390,3 +391,30 @@ async def test_a_register_many_message_registers_each_namespace_of_its_partition
     assert [freshness_table[name] for name in here[1:]] == [new_freshness(n) for n in here[1:]]
     assert elsewhere not in freshness_table
     assert services.metrics.value("layer_registrations_total") == 3
+
+
+async def test_a_schedule_rebuild_reads_the_table_in_chunks_and_misses_no_due_namespace(
+    upstream_metadata: AsyncMock, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a rebalance the schedule is rebuilt from the table a chunk at a time (a million
+    rows must not stall the worker); every due namespace is polled once it is read, and a
+    namespace written during the rebuild is polled too."""
+    monkeypatch.setattr(agents.ticks, "RELOAD_CHUNK_ROWS", 2)
+    due = _names_in_partition(PARTITION, "due", 7)
+    for namespace in due:
+        freshness_table.data[namespace] = new_freshness(namespace)
+    upstream_metadata.return_value = metadata_answer("updating")
+    services.poller.start_due(PARTITION)  # the rebuild: 2 rows now, 5 in a task
+    late = namespace_in_partition(PARTITION, "written-during-rebuild")
+    await apply_write_notifications([writes_message(write(late, now_ms()), late.encode())])
+    await eventually(
+        lambda: services.poller._rebuild and services.poller._rebuild.done(), "rebuild"
+    )
+
+    async with poll_due_namespaces.test_context() as agent:
+        await agent.put(value=tick(PARTITION), partition=PARTITION)
+        await eventually(lambda: upstream_metadata.await_count >= 6, "the polls")
+        await services.poller.drain()
+
+    polled = {call.args[0] for call in upstream_metadata.await_args_list}
+    assert polled == set(due) | {late}
