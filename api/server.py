@@ -1,13 +1,13 @@
-"""Installs Layer's middleware and its two hottest routes on Faust's web server.
+"""Installs Layer's middleware and the catch-all proxy on Faust's web server.
 
 The middleware (api/middleware.py) does, outermost first: metrics (times every request,
 refusals included), shutdown (refuses new requests once the hand-over began, counts those
 in flight), errors (everything below answers in turbopuffer's error shape), compression,
 auth (every route but the probes), the per-key rate limit. Then Layer's own routes, and
 last the catch-all proxy to turbopuffer (api/proxy.py), named `proxy` (its `route` label in
-the metrics). The metadata read and the proxy are plain aiohttp handlers, not Faust views:
-Faust's view dispatch and its sensors cost a read more than the rest of Layer's routing
-(BENCHMARKS.md, issue 15, second pass).
+the metrics). The proxy and the metadata read (api/metadata.py) are plain aiohttp handlers,
+not Faust views: Faust's view dispatch and its sensors cost a read more than the rest of
+Layer's routing (BENCHMARKS.md, issue 15, second pass).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 from api.errors import OwnRoutes
-from api.metadata import METADATA_PATH, namespace_metadata
 from api.middleware import PROXY_ROUTE_NAME, layer_middleware
 from api.proxy import proxy_handler
 from layer.app import app, on, settings
@@ -30,8 +29,6 @@ def install_middlewares(web: Any) -> None:
     web.web_app.middlewares.append(layer_middleware(app.services, settings, routes))
     # Writes can be as large as turbopuffer accepts (aiohttp's default limit is 1 MiB).
     web.web_app._client_max_size = settings.max_body_bytes
-    # GET and HEAD, as Faust registers a view with a `get`.
-    web.web_app.router.add_get(METADATA_PATH, namespace_metadata)
     # Last, so Layer's own routes match first: everything else goes upstream.
     web.web_app.router.add_route("*", "/{tail:.*}", proxy_handler(routes), name=PROXY_ROUTE_NAME)
 
