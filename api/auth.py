@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from api.dashboard_static import PUBLIC_PATHS as DASHBOARD_PATHS
-from api.errors import ApiError, Handler
+from api.errors import ApiError
 from layer.settings import Settings
 
-__all__ = ["PUBLIC_PATHS", "Credential", "auth_middleware", "authenticate", "credential_of"]
+__all__ = ["PUBLIC_PATHS", "Credential", "Credentials", "authenticate", "credential_of"]
 
 #: Probes answer without a key (load balancers and supervisors have none), and so do the
 #: dashboard's page and assets (they hold no data: the page asks for a key and calls the API).
@@ -78,22 +78,23 @@ def credential_of(request: web.Request) -> Credential:
 MAX_KNOWN_CREDENTIALS = 4096
 
 
-def auth_middleware(settings: Settings) -> Handler:
-    # `authenticate` is a pure function of the header value: its answer is remembered (a
-    # refusal is not), so a repeated caller costs one dict lookup.
-    known: dict[str, Credential] = {}
+class Credentials:
+    """The credential of each request (api/middleware.py asks it for every route but the
+    probes). `authenticate` is a pure function of the header value: its answer is
+    remembered (a refusal is not), so a repeated caller costs one dict lookup."""
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in PUBLIC_PATHS:
-            authorization = request.headers.get("Authorization", "")
-            credential = known.get(authorization)
-            if credential is None:
-                credential = authenticate(authorization, settings)  # raises 401 if bad
-                if len(known) >= MAX_KNOWN_CREDENTIALS:
-                    known.clear()
-                known[authorization] = credential
-            request[_CREDENTIAL] = credential
-        return await handler(request)
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._known: dict[str, Credential] = {}
 
-    return middleware  # type: ignore[return-value]
+    def attach(self, request: web.Request) -> Credential:
+        """Authenticate `request` (a 401 ApiError if it cannot be) and attach its credential."""
+        authorization = request.headers.get("Authorization", "")
+        credential = self._known.get(authorization)
+        if credential is None:
+            credential = authenticate(authorization, self._settings)  # raises 401 if bad
+            if len(self._known) >= MAX_KNOWN_CREDENTIALS:
+                self._known.clear()
+            self._known[authorization] = credential
+        request[_CREDENTIAL] = credential
+        return credential

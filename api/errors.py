@@ -1,7 +1,8 @@
 """Every error Layer answers is turbopuffer's shape: `{"status": "error", "error": "…"}`.
 
-`ApiError` is raised by views; the middleware turns it, aiohttp's own HTTP errors (unknown
-route, wrong method) and upstream failures into that body with the right status code.
+`ApiError` is raised by views; `error_answer` (called by api/middleware.py) turns it,
+aiohttp's own HTTP errors (unknown route, wrong method) and upstream failures into that
+body with the right status code.
 Anything unexpected is logged and answered 500 with a message that reveals nothing.
 """
 
@@ -24,10 +25,12 @@ from layer.upstream import (
 
 __all__ = [
     "ApiError",
-    "allowed_methods",
+    "OwnRoutes",
+    "error_answer",
     "error_body",
-    "error_middleware",
     "error_response",
+    "method_not_allowed",
+    "refused_method",
     "to_api_error",
 ]
 
@@ -76,22 +79,54 @@ def to_api_error(exc: LayerError) -> ApiError:
     return ApiError(500, "internal error")
 
 
-async def allowed_methods(request: web.Request) -> list[str]:
-    """The methods Layer's own routes serve on this request's path, but the request's own.
+class OwnRoutes:
+    """Layer's own resources (every one but the catch-all proxy's), found for a path the way
+    aiohttp's router finds them: by the path's prefixes, not by trying every resource.
 
-    For a 405: `Allow` lists them. The catch-all proxy (it takes every method) is not one of
-    Layer's routes; Faust registers HEAD with every view, so a view that has no GET answers
-    HEAD with a 405 too, and HEAD is left out of its `Allow`.
+    The index is built on first use, once the router is frozen (every route is added by
+    then). The key is the router's own (`UrlDispatcher._get_resource_index_key`): a resource
+    can only match a path that starts with its key, so the candidates of a path are the
+    resources under each of its prefixes, and nothing else can answer it.
     """
-    allowed: set[str] = set()
-    for resource in request.app.router.resources():
-        _, methods = await resource.resolve(request)
-        if hdrs.METH_ANY not in methods:
-            allowed |= methods
-    if hdrs.METH_GET not in allowed:
-        allowed.discard(hdrs.METH_HEAD)
-    allowed.discard(request.method)
-    return sorted(allowed)
+
+    def __init__(self) -> None:
+        self._index: dict[str, list[web.AbstractResource]] | None = None
+
+    def _build(self, router: web.UrlDispatcher) -> dict[str, list[web.AbstractResource]]:
+        index: dict[str, list[web.AbstractResource]] = {}
+        for resource in router.resources():
+            if any(route.method == hdrs.METH_ANY for route in resource):
+                continue  # the catch-all proxy: not one of Layer's routes
+            key = resource.canonical
+            if "{" in key:
+                key = key.partition("{")[0].rpartition("/")[0]
+            index.setdefault(key.rstrip("/") or "/", []).append(resource)
+        return index
+
+    async def allowed_methods(self, request: web.Request) -> list[str]:
+        """The methods Layer's own routes serve on this request's path, but the request's own.
+
+        For a 405: `Allow` lists them. Faust registers HEAD with every view, so a view that
+        has no GET answers HEAD with a 405 too, and HEAD is left out of its `Allow`.
+        """
+        index = self._index
+        if index is None:
+            index = self._index = self._build(request.app.router)
+        allowed: set[str] = set()
+        part = request.rel_url.path_safe
+        while part:
+            for resource in index.get(part, ()):
+                _, methods = await resource.resolve(request)
+                allowed |= methods
+            if part == "/":
+                break
+            part = part.rpartition("/")[0] or "/"
+        if not allowed:
+            return []
+        if hdrs.METH_GET not in allowed:
+            allowed.discard(hdrs.METH_HEAD)
+        allowed.discard(request.method)
+        return sorted(allowed)
 
 
 def _method_not_allowed(request: web.Request, allowed: list[str]) -> web.Response:
@@ -100,32 +135,39 @@ def _method_not_allowed(request: web.Request, allowed: list[str]) -> web.Respons
     )
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        response = await handler(request)
-        if (
-            response.status == 405
-            and "Allow" not in response.headers
-            and request.match_info.route.method != hdrs.METH_ANY
-        ):
-            # A Faust view refusing a method it was registered for (HEAD on a POST-only
-            # view): its own error body has neither turbopuffer's shape nor `Allow`.
-            return _method_not_allowed(request, await allowed_methods(request))
-        return response
-    except ApiError as exc:
+def refused_method(response: web.StreamResponse, request: web.Request) -> bool:
+    """A Faust view refusing a method it was registered for (HEAD on a POST-only view): its
+    own error body has neither turbopuffer's shape nor `Allow`."""
+    return (
+        response.status == 405
+        and "Allow" not in response.headers
+        and request.match_info.route.method != hdrs.METH_ANY
+    )
+
+
+async def method_not_allowed(request: web.Request, routes: OwnRoutes) -> web.Response:
+    """405 in turbopuffer's shape, with `Allow` listing what Layer's routes serve there."""
+    return _method_not_allowed(request, await routes.allowed_methods(request))
+
+
+async def error_answer(
+    request: web.Request, exc: Exception, routes: OwnRoutes
+) -> web.Response | None:
+    """What the client gets for `exc` raised while answering `request`, in turbopuffer's
+    shape; None for a redirect (aiohttp answers it). Called inside the `except` block, so an
+    unexpected error is logged with its traceback."""
+    if isinstance(exc, ApiError):
         return error_response(exc.status, exc.message, exc.headers)
-    except LayerError as exc:
+    if isinstance(exc, LayerError):
         mapped = to_api_error(exc)
         return error_response(mapped.status, mapped.message, mapped.headers)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            return None
         if exc.status == 405:
             # aiohttp's or the proxy's refusal of a method on one of Layer's routes.
-            return _method_not_allowed(request, await allowed_methods(request))
+            return await method_not_allowed(request, routes)
         message = "not found" if exc.status == 404 else exc.reason
         return error_response(exc.status, message)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal error")
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(500, "internal error")

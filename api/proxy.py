@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -40,7 +40,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from api.auth import credential_of
-from api.errors import ApiError, allowed_methods
+from api.errors import ApiError, OwnRoutes
 from api.replica import ROUTED_HEADER, not_ready, owner_url
 from api.stable_reads import plan_query
 from api.write_body import (
@@ -58,7 +58,7 @@ from layer.upstream import UpstreamUnavailable, mapped_error, validate_namespace
 from tables.faust_tables import freshness_table
 from tables.freshness import ReadEvidence
 
-__all__ = ["LAYER_OWNED_PATHS", "proxy"]
+__all__ = ["LAYER_OWNED_PATHS", "proxy", "proxy_handler"]
 
 log = logging.getLogger(__name__)
 
@@ -352,10 +352,19 @@ async def _relay_to_owner(request: web.Request, namespace: str, owner: str) -> w
     return await _stream_back(request, upstream)
 
 
-async def proxy(request: web.Request) -> web.StreamResponse:
-    """Catch-all handler for turbopuffer's routes (registered last, after Layer's own)."""
+def proxy_handler(routes: OwnRoutes) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The catch-all handler for turbopuffer's routes (registered last, after Layer's own)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await proxy(request, routes)
+
+    return handler
+
+
+async def proxy(request: web.Request, routes: OwnRoutes) -> web.StreamResponse:
+    """A request none of Layer's own routes serves, relayed to turbopuffer."""
     path = request.path
-    if allowed := await allowed_methods(request):
+    if allowed := await routes.allowed_methods(request):
         # One of Layer's own routes, with a method it does not serve (TRACE, OPTIONS, PUT…):
         # 405 listing what it serves, never upstream (turbopuffer's shape: api/errors.py).
         raise web.HTTPMethodNotAllowed(request.method, allowed)

@@ -1,26 +1,22 @@
-"""Installs Layer's middlewares on Faust's web server.
+"""Installs Layer's middleware and the catch-all proxy on Faust's web server.
 
-Order (outermost first): metrics (times every request, refusals included), shutdown
-(refuses new requests once the hand-over began, counts those in flight), errors (everything
-below answers in turbopuffer's error shape), compression, auth (every route but the probes),
-the per-key rate limit. Then Layer's own routes, and last the catch-all proxy to turbopuffer
-(api/proxy.py), named `proxy` (its `route` label in the metrics).
+The middleware (api/middleware.py) does, outermost first: metrics (times every request,
+refusals included), shutdown (refuses new requests once the hand-over began, counts those
+in flight), errors (everything below answers in turbopuffer's error shape), compression,
+auth (every route but the probes), the per-key rate limit. Then Layer's own routes, and
+last the catch-all proxy to turbopuffer (api/proxy.py), named `proxy` (its `route` label in
+the metrics). The proxy and the metadata read (api/metadata.py) are plain aiohttp handlers,
+not Faust views: Faust's view dispatch and its sensors cost a read more than the rest of
+Layer's routing (BENCHMARKS.md, issue 15, second pass).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from api.auth import auth_middleware
-from api.errors import error_middleware
-from api.middleware import (
-    PROXY_ROUTE_NAME,
-    compression_middleware,
-    http_metrics_middleware,
-    rate_limit_middleware,
-)
-from api.proxy import proxy
-from api.shutdown import shutdown_middleware
+from api.errors import OwnRoutes
+from api.middleware import PROXY_ROUTE_NAME, layer_middleware
+from api.proxy import proxy_handler
 from layer.app import app, on, settings
 
 __all__ = ["install_middlewares"]
@@ -29,20 +25,12 @@ __all__ = ["install_middlewares"]
 def install_middlewares(web: Any) -> None:
     """Faust's `on_webserver_init` (layer.worker wires it): called when its web server is
     built, after every page is registered."""
-    web.web_app.middlewares.extend(
-        [
-            http_metrics_middleware(app.services.metrics),
-            shutdown_middleware,
-            error_middleware,
-            compression_middleware,
-            auth_middleware(settings),
-            rate_limit_middleware(settings),
-        ]
-    )
+    routes = OwnRoutes()
+    web.web_app.middlewares.append(layer_middleware(app.services, settings, routes))
     # Writes can be as large as turbopuffer accepts (aiohttp's default limit is 1 MiB).
     web.web_app._client_max_size = settings.max_body_bytes
     # Last, so Layer's own routes match first: everything else goes upstream.
-    web.web_app.router.add_route("*", "/{tail:.*}", proxy, name=PROXY_ROUTE_NAME)
+    web.web_app.router.add_route("*", "/{tail:.*}", proxy_handler(routes), name=PROXY_ROUTE_NAME)
 
 
 @on(app.on_before_shutdown)

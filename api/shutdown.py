@@ -16,15 +16,13 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from api.auth import PUBLIC_PATHS
-from api.errors import Handler, error_response
+from api.errors import error_response
 from api.replica import NOT_READY_RETRY_AFTER_S
-from layer.app import app
 
 if TYPE_CHECKING:
     from layer.services import Services
 
-__all__ = ["InFlight", "hand_over", "shutdown_middleware"]
+__all__ = ["InFlight", "hand_over", "refusal"]
 
 log = logging.getLogger(__name__)
 
@@ -55,22 +53,14 @@ class InFlight:
         return True
 
 
-@web.middleware
-async def shutdown_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost: refuses new work once the hand-over began, counts the rest."""
-    services = app.services
-    if services.readiness.shutting_down and request.path not in PUBLIC_PATHS:
-        return error_response(
-            503,
-            "this Layer worker is shutting down; retry (another worker will answer)",
-            {"Retry-After": str(NOT_READY_RETRY_AFTER_S), "Connection": "close"},
-        )
-    in_flight = services.in_flight
-    in_flight.enter()
-    try:
-        return await handler(request)
-    finally:
-        in_flight.leave()
+def refusal() -> web.Response:
+    """What a new request gets once the hand-over began (api/middleware.py: every route but
+    the probes): 503, go to another worker."""
+    return error_response(
+        503,
+        "this Layer worker is shutting down; retry (another worker will answer)",
+        {"Retry-After": str(NOT_READY_RETRY_AFTER_S), "Connection": "close"},
+    )
 
 
 async def hand_over(services: Services, grace_s: float) -> None:

@@ -20,7 +20,10 @@ p99 and the median of per-pair differences). Concurrency 32: blocks of requests 
 between the targets; throughput per target and their ratio (also the median of per-block-
 pair ratios), per-request percentiles, and CPU per request of each process (/proc).
 Target (the issue): <= 1 ms added at p50, concurrency 1. Then py-spy profiles of the worker
-under each load (after the measurements, so they do not perturb them).
+under each load (after the measurements, so they do not perturb them). `--baseline-env
+PYTHONPATH=<an export of an older commit>` runs part 1 also through a second worker with
+those settings, then through the first again: before/after in one run (run it outside the
+repository, whose cwd would shadow the export).
 
 Part 2, memory while proxying a ~100 MiB write (`upsert_rows` of 1536-dim JSON float
 vectors), each on a fresh connection. The worker's peak RSS is read from VmHWM after
@@ -1096,31 +1099,54 @@ async def main_async(args: argparse.Namespace) -> None:
             }
             out(f"request bodies: query {len(queries[0])} B, write {len(writes[0])} B")
 
-            out()
-            out("## Part 1: queries and writes, Layer vs direct")
-            for op, (layer_url, direct_url, bodies) in targets.items():
-                if args.skip_latency:
-                    break
-                client.filtered.clear()
-                client.stable_as_of_seen.clear()
-                n = args.query_requests if op == "query" else args.write_requests
-                if op != "query":
-                    # Let the upstream pool's idle connections from the last concurrency-32
-                    # phase expire (httpx keepalive_expiry 5 s): concurrency 1 = a quiet worker.
-                    await asyncio.sleep(6)
-                c1 = await run_c1(client, layer_url, direct_url, bodies, n, args.warmup, pids)
-                summary[f"{op}_c1"] = report_c1(op, c1)
-                c32 = await run_c32(client, layer_url, direct_url, bodies, n, args.block, pids)
-                summary[f"{op}_c32"] = report_c32(op, c32, args.block)
-                if op == "query":
-                    out(
-                        f"  X-Layer-Filtered on Layer's query answers: {dict(client.filtered)}; "
-                        f"X-Layer-Stable-As-Of set: {dict(client.stable_as_of_seen)}"
-                    )
-                    summary["filtered"] = dict(client.filtered)
-                out(f"  non-200 answers: {dict(client.errors) or 'none'}")
-                client.errors.clear()
+            async def part1(label: str, url: str, pids: dict[str, int]) -> None:
                 out()
+                out(f"## Part 1{label}: queries and writes, Layer vs direct")
+                for op, (layer_url, direct_url, bodies) in targets.items():
+                    if args.skip_latency:
+                        break
+                    layer_url = layer_url.replace(worker.url, url, 1)
+                    client.filtered.clear()
+                    client.stable_as_of_seen.clear()
+                    n = args.query_requests if op == "query" else args.write_requests
+                    if op != "query":
+                        # Let the upstream pool's idle connections from the last
+                        # concurrency-32 phase expire: concurrency 1 = a quiet worker.
+                        await asyncio.sleep(6)
+                    c1 = await run_c1(client, layer_url, direct_url, bodies, n, args.warmup, pids)
+                    summary[f"{op}_c1{label}"] = report_c1(op, c1)
+                    c32 = await run_c32(client, layer_url, direct_url, bodies, n, args.block, pids)
+                    summary[f"{op}_c32{label}"] = report_c32(op, c32, args.block)
+                    if op == "query":
+                        out(
+                            f"  X-Layer-Filtered on Layer's query answers: "
+                            f"{dict(client.filtered)}; "
+                            f"X-Layer-Stable-As-Of set: {dict(client.stable_as_of_seen)}"
+                        )
+                        summary[f"filtered{label}"] = dict(client.filtered)
+                    out(f"  non-200 answers: {dict(client.errors) or 'none'}")
+                    client.errors.clear()
+                    out()
+
+            await part1("", worker.url, pids)
+            if args.baseline_env and not args.skip_latency:
+                # The same calls through a second worker (e.g. an export of an older commit
+                # on PYTHONPATH: before/after in one run), then through this one again.
+                env_base = base_env(broker, emulator)
+                env_base.update(dict(item.split("=", 1) for item in args.baseline_env))
+                baseline = WorkerProcess(env_base, work / "worker-base", work / "worker-base.log")
+                try:
+                    baseline.start()
+                    stable = await wait_stable(client, baseline, QUERY_NS)
+                    out(f"baseline worker (pid {baseline.pid}, {' '.join(args.baseline_env)}) "
+                        f"ready; {QUERY_NS} stable there: {stable}")  # fmt: skip
+                    await part1(
+                        " (baseline worker)", baseline.url, {**pids, "worker": baseline.pid}
+                    )
+                finally:
+                    baseline.close()
+                await part1(" (this worker, again)", worker.url, pids)
+
             metrics = worker.metrics()
             out(
                 "worker metrics after part 1: "
@@ -1334,6 +1360,14 @@ def main() -> None:
         type=int,
         default=600,
         help="part 3: concurrency-32 calls per variant and pass",
+    )
+    parser.add_argument(
+        "--baseline-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="part 1 also on a second worker with these settings (e.g. PYTHONPATH=<an older "
+        "export> for before/after in one run), then again on the first; repeat for more",
     )
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--skip-latency", action="store_true", help="part 2 only (development)")

@@ -539,6 +539,40 @@ async def test_get_json_passes_query_parameters_and_returns_the_response(
     assert response.status_code == 200
 
 
+async def test_own_calls_and_relayed_calls_send_only_their_headers_on_one_pool(
+    make_upstream: Any,
+) -> None:
+    """Layer's own calls send exactly their headers (aiohttp adds only `Host`, and the
+    body's length and type); a relayed call gets no header it was not given but aiohttp's
+    `Accept: */*` (no `User-Agent`, no `Accept-Encoding`: the pool decompresses nothing)."""
+    seen: list[dict[str, str]] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        seen.append({k.lower(): v for k, v in request.headers.items()})
+        return json_response(200, QUIET_BODY)
+
+    client = await make_upstream(handler)
+    await client.metadata("products", api_key=API_KEY)
+    await client.request("POST", "/v2/namespaces/products", api_key=API_KEY, json={})
+    await client.fetch("GET", "/v2/namespaces/products/metadata", headers={"X-Layer-Routed": "1"})
+    own_get, own_post, relayed = seen
+    own = {
+        "accept": "application/json",
+        "user-agent": "layer",
+        "accept-encoding": "identity",
+        "authorization": f"Bearer {API_KEY}",
+    }
+    assert own_get == {**own, "host": own_get["host"]}
+    assert own_post == {
+        **own,
+        "host": own_get["host"],
+        "content-type": "application/json",
+        "content-length": "2",
+    }
+    assert relayed == {"x-layer-routed": "1", "host": own_get["host"], "accept": "*/*"}
+    assert client.own_session().connector is client.session().connector
+
+
 async def test_request_passes_extra_headers_and_keeps_its_own_authorization(
     make_upstream: Any,
 ) -> None:
