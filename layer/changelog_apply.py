@@ -47,6 +47,7 @@ from faust.types import TP, Message
 from layer.batch_consumer import BatchingConsumer
 
 __all__ = [
+    "json_record_loader",
     "ChangelogRecord",
     "RawChangelogStore",
     "RecoveringConsumer",
@@ -219,17 +220,21 @@ def _key_loader(app: Any, table: Any) -> Callable[[Message], Any]:
     return lambda message: schema.loads_key(app, message)
 
 
-def _value_loader(app: Any, table: Any) -> Callable[[Message], Any]:
-    """How `table`'s changelog values are decoded (fast for a flat JSON record)."""
-    schema = table.changelog_topic.schema
-    value_type = schema.value_type
-    loader = None
+def json_record_loader(value_type: Any, serializer: Any) -> Callable[[bytes], Any] | None:
+    """`record_loader` of a table's values if they are JSON-serialised records, else None."""
     if (
         isinstance(value_type, type)
         and issubclass(value_type, faust.Record)
-        and schema.value_serializer in (None, "json")
+        and serializer in (None, "json")
     ):
-        loader = record_loader(value_type)
+        return record_loader(value_type)
+    return None
+
+
+def _value_loader(app: Any, table: Any) -> Callable[[Message], Any]:
+    """How `table`'s changelog values are decoded (fast for a flat JSON record)."""
+    schema = table.changelog_topic.schema
+    loader = json_record_loader(schema.value_type, schema.value_serializer)
     if loader is not None:
         load = loader
         return lambda message: load(cast(bytes, message.value))  # tombstones never get here

@@ -40,7 +40,7 @@ import orjson
 from faust.stores import memory as faust_memory
 from faust.types import EventT, Message
 
-from layer.changelog_apply import field_reader, record_loader
+from layer.changelog_apply import field_reader, json_record_loader
 
 __all__ = ["EncodedMemoryStore", "fields_of", "table_fields"]
 
@@ -98,13 +98,7 @@ class EncodedMemoryStore(faust_memory.Store[Any, Any]):
     def _codec(self) -> tuple[Callable[[Any], bytes | None], Callable[[bytes], Any]]:
         """How values become bytes and back: fast for a flat JSON record, else Faust's codec."""
         value_type: Any = self.value_type
-        load = None
-        if (
-            isinstance(value_type, type)
-            and issubclass(value_type, faust.Record)
-            and self.value_serializer in (None, "json")
-        ):
-            load = record_loader(value_type)
+        load = json_record_loader(value_type, self.value_serializer)
         encode_value = self._encode_value
         if load is None:
             return lambda value: _exact(encode_value(value)), self._decode_value
