@@ -32,7 +32,7 @@ How the records reach the store (`apply_changelog_records`), cheapest first:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, MutableMapping
 from time import monotonic
 from typing import Any, Protocol, cast, runtime_checkable
 
@@ -48,6 +48,7 @@ from layer.batch_consumer import BatchingConsumer
 
 __all__ = [
     "json_record_loader",
+    "put_records",
     "ChangelogRecord",
     "RawChangelogStore",
     "RecoveringConsumer",
@@ -220,6 +221,22 @@ def _key_loader(app: Any, table: Any) -> Callable[[Message], Any]:
     return lambda message: schema.loads_key(app, message)
 
 
+def put_records(
+    data: MutableMapping[Any, Any],
+    key_partition: MutableMapping[Any, int],
+    records: Iterable[tuple[Any, Any, int]],
+) -> None:
+    """Write `(key, value, partition)` changelog records, in offset order, into a memory
+    store's dicts (its rows and its key → partition map); a None value deletes the key."""
+    for key, value, partition in records:
+        if value is None:
+            data.pop(key, None)
+            key_partition.pop(key, None)
+        else:
+            data[key] = value
+            key_partition[key] = partition
+
+
 def json_record_loader(value_type: Any, serializer: Any) -> Callable[[bytes], Any] | None:
     """`record_loader` of a table's values if they are JSON-serialised records, else None."""
     if (
@@ -254,15 +271,14 @@ def apply_changelog_records(app: Any, table: Any, messages: list[Message]) -> No
     load_key, load_value = _key_loader(app, table), _value_loader(app, table)
     if type(store) is faust_memory.Store:
         # What its `apply_changelog_batch` does, without an event per record.
-        data, key_partition = store.data, store._key_partition
-        for message in messages:
-            key = load_key(message)
-            if message.value is None:
-                data.pop(key, None)
-                key_partition.pop(key, None)
-            else:
-                data[key] = load_value(message)
-                key_partition[key] = message.partition
+        put_records(
+            store.data,
+            store._key_partition,
+            (
+                (load_key(m), None if m.value is None else load_value(m), m.partition)
+                for m in messages
+            ),
+        )
         return
     records: Iterable[ChangelogRecord] = (
         ChangelogRecord(

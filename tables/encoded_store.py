@@ -40,7 +40,7 @@ import orjson
 from faust.stores import memory as faust_memory
 from faust.types import EventT, Message
 
-from layer.changelog_apply import field_reader, json_record_loader
+from layer.changelog_apply import field_reader, json_record_loader, put_records
 
 __all__ = ["EncodedMemoryStore", "fields_of", "table_fields"]
 
@@ -147,15 +147,9 @@ class EncodedMemoryStore(faust_memory.Store[Any, Any]):
         self, messages: Iterable[Message], load_key: Callable[[Message], Any]
     ) -> None:
         """Apply changelog records in offset order (recovery a fetch at a time), undecoded."""
-        data, key_partition = self.data, self._key_partition
-        for message in messages:
-            key = load_key(message)
-            if message.value is None:
-                data.pop(key, None)
-                key_partition.pop(key, None)
-            else:
-                data[key] = message.value
-                key_partition[key] = message.partition
+        put_records(
+            self.data, self._key_partition, ((load_key(m), m.value, m.partition) for m in messages)
+        )
 
     def apply_changelog_batch(
         self,
@@ -164,15 +158,11 @@ class EncodedMemoryStore(faust_memory.Store[Any, Any]):
         to_value: Callable[[Any], Any],
     ) -> None:
         """Apply changelog events (Faust's path: standby partitions): their bytes, undecoded."""
-        data, key_partition = self.data, self._key_partition
-        for event in batch:
-            key, message = to_key(event.key), event.message
-            if message.value is None:
-                data.pop(key, None)
-                key_partition.pop(key, None)
-            else:
-                data[key] = message.value
-                key_partition[key] = message.partition
+        put_records(
+            self.data,
+            self._key_partition,
+            ((to_key(e.key), e.message.value, e.message.partition) for e in batch),
+        )
 
 
 class _DecodedItems(ItemsView[Any, Any]):
