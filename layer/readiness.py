@@ -7,9 +7,12 @@ partition number names the same slice of every table):
 - a partition is *ready* once the recovery that followed its assignment completed (Faust's
   `on_rebalance_complete`: every changelog record of the assigned partitions is applied);
 - a rebalance makes every partition unready at revocation (another worker may be about to
-  own it and apply writes this one will never see), and at assignment gives back those that
-  were ready before and are assigned again: their rows are exactly what this worker wrote
-  last, nobody else owned them in between, so they answer while the new ones recover;
+  own it and apply writes this one will never see) until the recovery of the new assignment
+  completes, kept partitions included: that recovery replays each kept partition's changelog
+  from where the last one ended, this worker's own writes since, and while it runs a row
+  passes through its older values (a read then answered a `stable_as_of` seconds older than
+  the one before it: the chaos harness saw it). Nor does "kept" prove nobody else wrote: a
+  worker whose session expired rejoins with a partition another owned meanwhile;
 - a worker that is shutting down answers nothing (it is handing its partitions over).
 
 `recovery_progress` tells operators how far each unready partition's replay is (records
@@ -114,7 +117,6 @@ class Readiness:
         self._partitions = partitions
         self._ready: frozenset[int] = frozenset()
         self._owned: frozenset[int] | None = None
-        self._ready_before_rebalance: frozenset[int] = frozenset()
         self._assigned_generation: int | None = None
         self.shutting_down = False
         self._replay_start_offsets: dict[tuple[str, int], int] = {}
@@ -153,14 +155,12 @@ class Readiness:
     # Faust's rebalance, in its order: revoked → assigned → (recovery) → complete.
     def on_revoked(self) -> None:
         self._owned = None
-        self._ready_before_rebalance = self._ready
         self._ready = frozenset()
         self._assigned_generation = None
 
     def on_assigned(self, generation_id: int) -> None:
         self._owned = None
-        self._ready = self._ready_before_rebalance & self.owned()
-        self._ready_before_rebalance = frozenset()
+        self._ready = frozenset()
         self._assigned_generation = generation_id
         self._replay_start_offsets = {}
         self._replay_first_seen_at = None
