@@ -70,6 +70,7 @@ class OperationFollower:
         self._in_flight: set[tuple[str, str]] = set()
         #: Counts `clear`s; a load in progress (`_load_rest`) stops when it changed.
         self._generation = 0
+        #: The rest of a load, read in chunks (held so the task is not garbage-collected).
         self._loading: asyncio.Task[None] | None = None
 
     def clear(self) -> None:
