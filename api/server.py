@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiohttp.web import AppRunner
+
 from api.errors import OwnRoutes
 from api.middleware import PROXY_ROUTE_NAME, layer_middleware
 from api.proxy import proxy_handler
+from api.shutdown import SERVER_CLOSE_TIMEOUT_S
 from layer.app import app, on, settings
 
 __all__ = ["install_middlewares"]
@@ -31,6 +34,10 @@ def install_middlewares(web: Any) -> None:
     web.web_app._client_max_size = settings.max_body_bytes
     # Last, so Layer's own routes match first: everything else goes upstream.
     web.web_app.router.add_route("*", "/{tail:.*}", proxy_handler(routes), name=PROXY_ROUTE_NAME)
+    # Faust builds its runner with aiohttp's 60 s shutdown timeout; by the time the server
+    # stops, the hand-over has drained every request (api/shutdown.py), so only idle and
+    # refused connections are left and a short wait is enough.
+    web._runner = AppRunner(web.web_app, access_log=None, shutdown_timeout=SERVER_CLOSE_TIMEOUT_S)
 
 
 @on(app.on_before_shutdown)

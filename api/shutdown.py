@@ -22,9 +22,16 @@ from api.replica import NOT_READY_RETRY_AFTER_S
 if TYPE_CHECKING:
     from layer.services import Services
 
-__all__ = ["InFlight", "hand_over", "refusal"]
+__all__ = ["SERVER_CLOSE_TIMEOUT_S", "InFlight", "hand_over", "refusal"]
 
 log = logging.getLogger(__name__)
+
+#: How long the web server, stopping after the hand-over, waits for its open connections.
+#: No request is in flight by then. aiohttp (3.14) waits this long on an idle keep-alive
+#: connection whose handler started just as the server began closing: it ignores that
+#: connection's next request, so a client sending one would wait until this timeout (60 s
+#: by default) instead of seeing the connection close.
+SERVER_CLOSE_TIMEOUT_S = 1.0
 
 
 class InFlight:
