@@ -17,7 +17,7 @@ from faust.types import TP
 from faust.types.transports import TransportT
 
 from layer.batch_consumer import MAX_RECORDS_PER_FETCH, BatchHandler
-from layer.changelog_apply import RecoveringConsumer
+from layer.changelog_apply import LayerTableManager, RecoveringConsumer
 from layer.clients import bootstrap_servers
 from layer.embedded_broker import true_high_watermarks
 from layer.settings import BrokerProfile, Settings, load_settings
@@ -133,6 +133,8 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "table_standby_replicas": settings.table_standby_replicas,
         "producer_linger": settings.producer_linger_ms / 1000,
         "broker_max_poll_records": MAX_RECORDS_PER_FETCH,
+        # Its recovery is safe against a rebalance during a recovery (layer.changelog_apply).
+        "TableManager": LayerTableManager,
         "logging_config": None,
     }
     if settings.broker_profile is BrokerProfile.EMBEDDED:

@@ -41,12 +41,15 @@ import orjson
 from faust.models import fields as faust_fields
 from faust.stores import memory as faust_memory
 from faust.stores import rocksdb as faust_rocksdb
+from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP, Message
 
 from layer.batch_consumer import BatchingConsumer
 
 __all__ = [
+    "LayerRecovery",
+    "LayerTableManager",
     "json_record_loader",
     "put_records",
     "ChangelogRecord",
@@ -291,20 +294,47 @@ def apply_changelog_records(app: Any, table: Any, messages: list[Message]) -> No
     table.apply_changelog_batch(records)
 
 
+class LayerRecovery(Recovery):
+    """Faust's recovery, safe against a rebalance that lands while a recovery runs.
+
+    Two things leaked from one recovery into the next (the join test of
+    tests/integration/test_lifecycle.py caught both, in one run, as an older `stable_as_of`):
+
+    - the end signal: a recovery that ended (here or in Faust's loop) leaves
+      `signal_recovery_end` set, and the next one, waiting on it, "ends" before reading a
+      record; so it is cleared whenever a recovery starts, before it starts reading;
+    - the end itself: the recovery of an older assignment can complete after a newer one was
+      made, and Faust's `on_rebalance_complete` does not say which one completed, so
+      `completed_generation` does (`layer.readiness` reads it).
+    """
+
+    #: The generation whose recovery completed last (None: none yet).
+    completed_generation: int | None = None
+
+    def _set_recovery_started(self) -> None:
+        super()._set_recovery_started()
+        self.signal_recovery_end.clear()
+
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        self.completed_generation = generation_id
+        await super().on_recovery_completed(generation_id)
+
+
+class LayerTableManager(TableManager):
+    """Faust's table manager, with `LayerRecovery` (Faust's `TableManager` setting)."""
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = LayerRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
+
+
 class RecoveringConsumer(BatchingConsumer):
     """Layer's consumer, applying the changelog records of a recovery a fetch at a time."""
 
-    #: Set when this consumer ended a recovery and `signal_recovery_end` is still set.
-    _signalled_end = False
-
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         recovery = cast(Recovery, self.app.tables.recovery)  # type: ignore[attr-defined]
-        if self._signalled_end:
-            # The recovery that ended woke its waiter by now (a fetch later). Left set, the
-            # next rebalance's recovery would find it set and end at once, before reading a
-            # record of the partitions it was given (Faust's own loop clears it at once).
-            self._signalled_end = False
-            recovery.signal_recovery_end.clear()
         diverted: dict[TP, list[Message]] = {}
         async for tp, message in super().getmany(timeout):
             if recovery.in_recovery and tp in recovery.active_tps and self._is_current(message):
@@ -334,4 +364,3 @@ class RecoveringConsumer(BatchingConsumer):
             recovery.flush_buffers()
             recovery._set_recovery_ended()
             recovery.signal_recovery_end.set()
-            self._signalled_end = True

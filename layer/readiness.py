@@ -37,6 +37,7 @@ from faust.types import TP
 from pydantic import BaseModel
 
 from layer.app import app, on
+from layer.changelog_apply import LayerRecovery
 from layer.events import partition_for
 
 __all__ = [
@@ -222,7 +223,12 @@ async def _partitions_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
 
 @on(app.on_rebalance_complete)
 async def _recovery_complete(sender: Any, *args: Any, **kwargs: Any) -> None:
-    app.services.readiness.on_recovered(app.consumer_generation_id)
+    """A recovery completed: the one of the latest assignment, or of an older one that a
+    newer assignment overtook (which makes nothing ready)."""
+    recovery = cast(TableManager, app.tables).recovery
+    completed = cast(LayerRecovery, recovery).completed_generation
+    if completed is not None:
+        app.services.readiness.on_recovered(completed)
     _stop_progress_log()
 
 

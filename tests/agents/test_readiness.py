@@ -7,15 +7,19 @@ revoked → assigned → (recovery) → recovered, possibly interrupted by anoth
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import cast
 
 import faust
 import pytest
+from faust.tables.manager import TableManager
 from hypothesis import given
 from hypothesis import strategies as st
 
 import layer.readiness as readiness_module
+from layer.app import app
+from layer.changelog_apply import LayerRecovery
 from layer.events import partition_for
 from layer.readiness import (
     PartitionProgress,
@@ -24,6 +28,7 @@ from layer.readiness import (
     log_recovery_progress,
     replay_summary,
 )
+from layer.services import Services
 
 PARTITIONS = 4
 
@@ -96,6 +101,25 @@ def test_a_recovery_of_an_older_generation_readies_nothing(
     readiness.on_recovered(1)
     assert readiness.ready_partitions() == frozenset()
     readiness.on_recovered(2)
+    assert readiness.is_ready()
+
+
+async def test_the_completion_signal_readies_the_generation_whose_recovery_completed(
+    services: Services, assignment: Assignment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Faust's `on_rebalance_complete` says no generation, and a recovery of an older
+    assignment can complete after a newer one was made (a join test caught a worker answering
+    partitions it had not replayed): the receiver asks the recovery which one completed."""
+    readiness = _readiness(assignment, monkeypatch)
+    app.use(dataclasses.replace(services, readiness=readiness))
+    recovery = cast(LayerRecovery, cast(TableManager, app.tables).recovery)
+    _rebalance(readiness, assignment, {2, 3}, gen=1)
+    _rebalance(readiness, assignment, {0, 1, 2, 3}, gen=2)  # before generation 1 recovered
+    monkeypatch.setattr(recovery, "completed_generation", 1)
+    await readiness_module._recovery_complete(app)
+    assert readiness.ready_partitions() == frozenset(), "generation 1 completed, not 2"
+    monkeypatch.setattr(recovery, "completed_generation", 2)
+    await readiness_module._recovery_complete(app)
     assert readiness.is_ready()
 
 
