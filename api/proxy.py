@@ -49,7 +49,6 @@ from api.write_body import (
     hide_in_rows,
     hide_in_schema,
     plan_stamps,
-    requested_layer_attributes,
 )
 from layer.app import app, settings
 from layer.clock import now_ms
@@ -282,16 +281,16 @@ async def _proxy_query(
     headers["Accept-Encoding"] = "identity"  # the rows are read here; compression is ours
     upstream = await _send("POST", url, headers, plan.body)
     filtered = plan.filtered
-    if upstream.status == 429 and plan.retry_body is not None:
+    retry_body = plan.retry_body() if upstream.status == 429 else None
+    if retry_body is not None:
         upstream.release()  # an unfiltered query was throttled: once more, with the cut
         filtered = True
-        upstream = await _send("POST", url, headers, plan.retry_body)
+        upstream = await _send("POST", url, headers, retry_body)
     if 200 <= upstream.status < 300:
         services.read_events.record_cache_activity(namespace)
-    keep = requested_layer_attributes(plan.query)
     return await _read_back(
         upstream,
-        lambda answer: hide_in_rows(answer, keep),
+        lambda answer: hide_in_rows(answer, plan.keep),
         {
             "X-Layer-Stable-As-Of": "" if plan.stable_as_of is None else str(plan.stable_as_of),
             "X-Layer-Filtered": "true" if filtered else "false",

@@ -15,8 +15,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from api.write_body import STAMP_ATTRIBUTE
+from api.write_body import RESERVED_PREFIX, STAMP_ATTRIBUTE, requested_layer_attributes
 from tables.freshness import Freshness, IndexStatus, ReadEvidence, answered_status
+
+#: A query that names no `_layer_*` attribute (a substring test) asks to keep none.
+_NAMES_LAYER = RESERVED_PREFIX.encode()
 
 __all__ = ["QueryPlan", "plan_query", "stable_filter", "stable_read_cut", "with_stable_filter"]
 
@@ -29,12 +32,20 @@ class QueryPlan:
     body: bytes | bytearray
     #: Whether `body` carries the cut.
     filtered: bool
-    #: The body to send once more if upstream answers 429 to `body` (None: no retry).
-    retry_body: bytes | None
+    #: The cut to retry with if upstream answers 429 to `body` (None: no retry).
+    retry_cut: int | None
     #: The watermark the answer reports (`X-Layer-Stable-As-Of`), None when unknown.
     stable_as_of: int | None
-    #: The client's query, parsed (None: not a JSON object; upstream judges it).
-    query: dict[str, Any] | None
+    #: The `_layer_*` attributes the query asks for by name: the answer keeps them.
+    keep: frozenset[str]
+
+    def retry_body(self) -> bytes | None:
+        """`body` with the cut, to send once more after a 429; built only then, so a query
+        that is not throttled is never parsed (None: no retry, or not a JSON object)."""
+        query = None if self.retry_cut is None else _json_object(self.body)
+        if query is None or self.retry_cut is None:
+            return None
+        return json.dumps(with_stable_filter(query, self.retry_cut)).encode()
 
 
 def plan_query(
@@ -44,21 +55,28 @@ def plan_query(
     *,
     stable_reads: bool,
 ) -> QueryPlan:
-    """The cut a query gets (`stable_read_cut`) and its retry on a 429."""
+    """The cut a query gets (`stable_read_cut`) and its retry on a 429.
+
+    Only a query that is cut is parsed here: most go upstream as the client sent them.
+    """
+    stable_as_of = state.stable_as_of if state is not None else None
+    keep = requested_layer_attributes(_json_object(raw)) if _NAMES_LAYER in raw else frozenset()
+    cut = stable_read_cut(state, evidence) if stable_reads else None
+    query = None if cut is None else _json_object(raw)
+    if query is not None and cut is not None:
+        body = json.dumps(with_stable_filter(query, cut)).encode()
+        return QueryPlan(body, True, None, stable_as_of, keep)
+    retry_cut = stable_as_of if stable_reads and cut is None else None
+    return QueryPlan(raw, False, retry_cut, stable_as_of, keep)
+
+
+def _json_object(raw: bytes | bytearray) -> dict[str, Any] | None:
+    """The body parsed, if it is a JSON object (otherwise upstream judges it)."""
     try:
         parsed = json.loads(raw)
     except ValueError:
-        parsed = None
-    query = parsed if isinstance(parsed, dict) else None
-    stable_as_of = state.stable_as_of if state is not None else None
-    cut = stable_read_cut(state, evidence) if stable_reads else None
-    if query is not None and cut is not None:
-        body = json.dumps(with_stable_filter(query, cut)).encode()
-        return QueryPlan(body, True, None, stable_as_of, query)
-    retry = None
-    if query is not None and stable_reads and stable_as_of is not None:
-        retry = json.dumps(with_stable_filter(query, stable_as_of)).encode()
-    return QueryPlan(raw, False, retry, stable_as_of, query)
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 def stable_read_cut(state: Freshness | None, evidence: ReadEvidence) -> int | None:

@@ -76,15 +76,16 @@ def _state(status: IndexStatus, stable_as_of: int | None = 1000) -> Freshness:
 
 def test_an_updating_namespace_is_queried_with_the_cut_and_not_retried() -> None:
     plan = plan_query(QUERY, _state(IndexStatus.UPDATING), ReadEvidence(), stable_reads=True)
-    assert plan.filtered and plan.retry_body is None and plan.stable_as_of == 1000
+    assert plan.filtered and plan.retry_body() is None and plan.stable_as_of == 1000
     assert json.loads(plan.body)["filters"] == stable_filter(1000)
 
 
 def test_a_stable_namespace_goes_as_it_is_and_a_429_is_retried_with_the_cut() -> None:
     plan = plan_query(QUERY, _state(IndexStatus.STABLE), ReadEvidence(), stable_reads=True)
     assert not plan.filtered and plan.body == QUERY
-    assert plan.retry_body is not None
-    assert json.loads(plan.retry_body)["filters"] == stable_filter(1000)
+    retry = plan.retry_body()
+    assert retry is not None
+    assert json.loads(retry)["filters"] == stable_filter(1000)
 
 
 def test_without_a_watermark_or_with_stable_reads_off_nothing_is_cut_or_retried() -> None:
@@ -93,16 +94,27 @@ def test_without_a_watermark_or_with_stable_reads_off_nothing_is_cut_or_retried(
         plan_query(QUERY, _state(IndexStatus.UPDATING, None), ReadEvidence(), stable_reads=True),
         plan_query(QUERY, _state(IndexStatus.UPDATING), ReadEvidence(), stable_reads=False),
     ):
-        assert (plan.filtered, plan.retry_body, plan.body) == (False, None, QUERY)
+        assert (plan.filtered, plan.retry_body(), plan.body) == (False, None, QUERY)
 
 
 def test_a_body_that_is_not_a_json_object_goes_to_upstream_untouched() -> None:
     for raw in (b"not json", b"[1, 2]"):
         plan = plan_query(raw, _state(IndexStatus.UPDATING), ReadEvidence(), stable_reads=True)
-        assert (plan.body, plan.filtered, plan.retry_body, plan.query) == (raw, False, None, None)
+        assert (plan.body, plan.filtered, plan.retry_body()) == (raw, False, None)
+        assert plan.keep == frozenset()
+    stable = plan_query(b"not json", _state(IndexStatus.STABLE), ReadEvidence(), stable_reads=True)
+    assert stable.retry_body() is None, "a 429 to what is not a query is upstream's answer"
+
+
+def test_the_layer_attributes_a_query_names_are_kept_whether_it_is_cut_or_not() -> None:
+    raw = b'{"queries": [{"top_k": 1, "include_attributes": ["_layer_upserted_at", "t"]}]}'
+    for status in (IndexStatus.UPDATING, IndexStatus.STABLE):
+        plan = plan_query(raw, _state(status), ReadEvidence(), stable_reads=True)
+        assert plan.keep == frozenset({"_layer_upserted_at"})
+    assert plan_query(QUERY, None, ReadEvidence(), stable_reads=True).keep == frozenset()
 
 
 def test_a_pending_write_makes_a_stable_namespace_cut() -> None:
     evidence = ReadEvidence(write_pending=True)
     plan = plan_query(QUERY, _state(IndexStatus.STABLE), evidence, stable_reads=True)
-    assert plan.filtered and plan.retry_body is None
+    assert plan.filtered and plan.retry_body() is None
