@@ -118,3 +118,25 @@ def test_a_pending_write_makes_a_stable_namespace_cut() -> None:
     evidence = ReadEvidence(write_pending=True)
     plan = plan_query(QUERY, _state(IndexStatus.STABLE), evidence, stable_reads=True)
     assert plan.filtered and plan.retry_body() is None
+
+
+def test_a_cut_query_says_what_the_client_s_did_beyond_what_orjson_reads() -> None:
+    """An integer beyond 64 bits and NaN (orjson refuses both) survive the cut as sent."""
+    raw = (
+        b'{"rank_by": ["vector", "ANN", [0.1, NaN]], "filters": ["n", "Eq", 18446744073709551616]}'
+    )
+    plan = plan_query(raw, _state(IndexStatus.UPDATING), ReadEvidence(), stable_reads=True)
+    assert plan.filtered
+    assert b"18446744073709551616" in plan.body and b"NaN" in plan.body
+    cut = json.loads(plan.body)["filters"]
+    assert cut == ["And", [["n", "Eq", 18446744073709551616], stable_filter(1000)]]
+
+
+def test_a_cut_vector_query_keeps_every_float_exactly() -> None:
+    vector = [0.1, -1e-300, 1.7976931348623157e308, 0.30000000000000004, 5e-324]
+    raw = json.dumps({"rank_by": ["vector", "ANN", vector], "top_k": 3}).encode()
+    plan = plan_query(raw, _state(IndexStatus.UPDATING), ReadEvidence(), stable_reads=True)
+    assert json.loads(plan.body)["rank_by"] == ["vector", "ANN", vector]
+    retry = plan_query(raw, _state(IndexStatus.STABLE), ReadEvidence(), stable_reads=True)
+    retry_body = retry.retry_body()
+    assert retry_body is not None and json.loads(retry_body)["rank_by"][2] == vector
