@@ -225,8 +225,7 @@ async def _partitions_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
 async def _recovery_complete(sender: Any, *args: Any, **kwargs: Any) -> None:
     """A recovery completed: the one of the latest assignment, or of an older one that a
     newer assignment overtook (which makes nothing ready)."""
-    recovery = cast(TableManager, app.tables).recovery
-    completed = cast(LayerRecovery, recovery).completed_generation
+    completed = cast(LayerRecovery, cast(TableManager, app.tables).recovery).completed_generation
     if completed is not None:
         app.services.readiness.on_recovered(completed)
     _stop_progress_log()
