@@ -119,3 +119,20 @@ def hold_upstream_answers(upstream_metadata: AsyncMock) -> asyncio.Event:
 
     upstream_metadata.side_effect = held
     return answer
+
+
+#: `Freshness` rows as other versions of Layer wrote them to the changelog: what a decoder
+#: must read as Faust's own decoding does.
+FRESHNESS_ROWS_OF_OTHER_VERSIONS = [
+    # Written before a field existed: missing fields take their defaults.
+    b'{"namespace": "old", "status": "stable", "stable_as_of": 5, "next_poll_ms": 7,'
+    b' "__faust": {"ns": "layer.Freshness"}}',
+    # A null where the field has a default: the default, as Faust's replay gives.
+    b'{"namespace": "n", "status": null, "next_poll_ms": null, "consecutive_errors": null,'
+    b' "__faust": {"ns": "layer.Freshness"}}',
+    # Written by a newer version with a field this one lacks: kept, as Faust keeps it.
+    b'{"namespace": "new", "status": "updating", "future_field": [1, 2],'
+    b' "__faust": {"ns": "layer.Freshness"}}',
+    # No type tag at all.
+    b'{"namespace": "bare", "status": "unknown"}',
+]

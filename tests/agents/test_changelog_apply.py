@@ -19,6 +19,7 @@ from layer.changelog_apply import ChangelogRecord, apply_changelog_records, reco
 from tables.faust_tables import ROCKSDB_OPTIONS, freshness_table, snapshots_table
 from tables.freshness import Freshness, IndexStatus, new_freshness, on_write
 from tables.snapshots import Snapshot, SnapshotHistory
+from tests.agents.support import FRESHNESS_ROWS_OF_OTHER_VERSIONS
 
 
 def _changelog_message(offset: int, key: bytes, value: bytes | None) -> Message:
@@ -120,22 +121,7 @@ async def test_the_fast_decoder_builds_what_faust_builds(app: faust.App, state: 
     _same_record(load(value), _faust_decoded(app, value))
 
 
-@pytest.mark.parametrize(
-    "value",
-    [
-        # Written before a field existed: missing fields take their defaults.
-        b'{"namespace": "old", "status": "stable", "stable_as_of": 5, "next_poll_ms": 7,'
-        b' "__faust": {"ns": "layer.Freshness"}}',
-        # A null where the field has a default: the default, as Faust's replay gives.
-        b'{"namespace": "n", "status": null, "next_poll_ms": null, "consecutive_errors": null,'
-        b' "__faust": {"ns": "layer.Freshness"}}',
-        # Written by a newer version with a field this one lacks: kept, as Faust keeps it.
-        b'{"namespace": "new", "status": "updating", "future_field": [1, 2],'
-        b' "__faust": {"ns": "layer.Freshness"}}',
-        # No type tag at all.
-        b'{"namespace": "bare", "status": "unknown"}',
-    ],
-)
+@pytest.mark.parametrize("value", FRESHNESS_ROWS_OF_OTHER_VERSIONS)
 async def test_the_fast_decoder_reads_records_of_other_versions_as_faust_does(
     app: faust.App, value: bytes
 ) -> None:

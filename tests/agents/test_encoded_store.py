@@ -16,6 +16,7 @@ from tables.encoded_store import EncodedMemoryStore, table_fields
 from tables.faust_tables import freshness_table, snapshots_table
 from tables.freshness import Freshness, IndexStatus, new_freshness, on_operations, on_write
 from tables.snapshots import Snapshot, SnapshotHistory
+from tests.agents.support import FRESHNESS_ROWS_OF_OTHER_VERSIONS
 from tests.agents.test_changelog_apply import (
     _changelog_message,
     _encoded,
@@ -23,16 +24,6 @@ from tests.agents.test_changelog_apply import (
     _same_record,
     freshness_states,
 )
-
-OTHER_VERSIONS = [
-    b'{"namespace": "old", "status": "stable", "stable_as_of": 5, "next_poll_ms": 7,'
-    b' "__faust": {"ns": "layer.Freshness"}}',
-    b'{"namespace": "n", "status": null, "next_poll_ms": null, "consecutive_errors": null,'
-    b' "__faust": {"ns": "layer.Freshness"}}',
-    b'{"namespace": "new", "status": "updating", "future_field": [1, 2],'
-    b' "__faust": {"ns": "layer.Freshness"}}',
-    b'{"namespace": "bare", "status": "unknown"}',
-]
 
 
 def test_both_tables_keep_their_rows_as_bytes_out_of_the_collectors_sight(app: faust.App) -> None:
@@ -70,7 +61,7 @@ def test_an_enum_status_reads_back_as_its_string_which_compares_equal(app: faust
     assert read == Freshness(namespace="k", status=IndexStatus.STABLE)
 
 
-@pytest.mark.parametrize("value", OTHER_VERSIONS)
+@pytest.mark.parametrize("value", FRESHNESS_ROWS_OF_OTHER_VERSIONS)
 async def test_a_replayed_row_is_stored_undecoded_and_reads_as_faust_decodes_it(
     app: faust.App, value: bytes
 ) -> None:
@@ -136,7 +127,7 @@ async def test_the_field_reader_reads_what_the_decoded_record_holds(
         assert read(value) == tuple(getattr(decoded, field) for field in fields)
 
 
-@pytest.mark.parametrize("value", OTHER_VERSIONS)
+@pytest.mark.parametrize("value", FRESHNESS_ROWS_OF_OTHER_VERSIONS)
 async def test_the_field_reader_reads_rows_of_other_versions_as_faust_decodes_them(
     app: faust.App, value: bytes
 ) -> None:
@@ -155,7 +146,8 @@ def test_table_fields_reads_every_row(app: faust.App) -> None:
         "b",
         started={"/v1/ops/1": 5},
     )
-    apply_changelog_records(app, freshness_table, [_changelog_message(0, b"c", OTHER_VERSIONS[1])])
+    older_row = FRESHNESS_ROWS_OF_OTHER_VERSIONS[1]
+    apply_changelog_records(app, freshness_table, [_changelog_message(0, b"c", older_row)])
 
     rows = dict(table_fields(freshness_table, "status", "next_poll_ms", "operations"))
 
