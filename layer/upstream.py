@@ -316,23 +316,11 @@ class Upstream:
         params: Mapping[str, str] | None = None,
         data: Any = None,
         timeout: aiohttp.ClientTimeout | None = None,
+        session: aiohttp.ClientSession | None = None,
     ) -> UpstreamResponse:
-        """`send`, with the answer read whole (any status)."""
-        return await self._fetch(
-            self.session(), method, path, headers=headers, params=params, data=data, timeout=timeout
-        )
-
-    async def _fetch(
-        self,
-        session: aiohttp.ClientSession,
-        method: str,
-        path: str,
-        *,
-        headers: Mapping[str, str],
-        params: Mapping[str, str] | None = None,
-        data: Any = None,
-        timeout: aiohttp.ClientTimeout | None = None,
-    ) -> UpstreamResponse:
+        """`send`, with the answer read whole (any status); `session` is `own_session` for
+        Layer's own calls (`request`), else the pool as it is."""
+        session = session or self.session()
         try:
             async with session.request(
                 method,
@@ -376,8 +364,9 @@ class Upstream:
             all_headers["Content-Type"] = "application/json"
         started = time.perf_counter()
         try:
-            return await self._fetch(
-                self.own_session(), method, path, headers=all_headers, params=params, data=data
+            own = self.own_session()
+            return await self.fetch(
+                method, path, headers=all_headers, params=params, data=data, session=own
             )
         finally:
             if self._metrics is not None:
